@@ -1,0 +1,299 @@
+"""The archive: immutable, numbered model versions, movable aliases, and an audit trail.
+
+Layout (the same under a directory and an S3 prefix)::
+
+    models/{name}/versions/{version}/model.onnx
+    models/{name}/versions/{version}/envelope.json
+    models/{name}/aliases/{alias}.json            {"version", "sha256", "set_by", "set_at"}
+    models/{name}/audit/{timestamp}-{event}.json  publish / promote events
+
+Publishing claims the next version number by an exclusive create of its ``model.onnx``;
+a publisher that loses the race moves on to the next number, so two racing publishers get
+two versions and neither is lost. A version is complete once its ``envelope.json`` exists;
+a publisher that died between the two writes leaves a number that is skipped, never
+reused. Aliases move by compare-and-swap, so every move is recorded against the version it
+replaced.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dscloud.envelope import ENVELOPE_FILE, MODEL_FILE, Artifact, Envelope
+from dscloud.errors import ArchiveError, ConfigError, NotFoundError, VersionExistsError
+from dscloud.stores import Conflict, Store, open_store
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["DEFAULT_ARCHIVE", "Archive", "Ref", "current_user"]
+
+DEFAULT_ARCHIVE = ".dsc/archive"
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_MAX_CLAIMS = 1000
+
+
+def current_user() -> str:
+    """Who is acting: ``DSC_USER``, else the login name, else the uid."""
+    try:
+        return os.environ.get("DSC_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            f"model name {name!r}: expected a letter, then letters, digits, '_', '-' or '.' "
+            "(at most 64 characters)"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_RE.match(alias) or alias.isdigit():
+        raise ConfigError(
+            f"alias {alias!r}: expected a letter, then letters, digits, '_' or '-' "
+            "(a number would be read as a version)"
+        )
+    return alias
+
+
+@dataclass(frozen=True)
+class Ref:
+    """``NAME``, ``NAME@VERSION``, ``NAME@ALIAS``, or a path to an artifact directory."""
+
+    name: str = ""
+    version: int | None = None
+    alias: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Ref:
+        """Parse a reference; raises :class:`ConfigError` naming the accepted forms."""
+        if "/" in text or text.startswith(".") or Path(text, ENVELOPE_FILE).is_file():
+            return cls(path=Path(text))
+        name, sep, tail = text.partition("@")
+        check_name(name)
+        if not sep:
+            return cls(name=name)
+        if not tail:
+            raise ConfigError(f"reference {text!r}: expected NAME@VERSION or NAME@ALIAS")
+        if tail.isdigit():
+            return cls(name=name, version=int(tail))
+        return cls(name=name, alias=check_alias(tail))
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        if self.version is not None:
+            return f"{self.name}@{self.version}"
+        return f"{self.name}@{self.alias}" if self.alias else self.name
+
+
+class Archive:
+    """Publish, resolve, load and promote model versions in one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @classmethod
+    def open(
+        cls, uri: str | os.PathLike[str] | None = None, *, s3_client: S3Client | None = None
+    ) -> Archive:
+        """Open ``uri`` (default: ``DEFAULT_ARCHIVE``). Nothing is created until a write."""
+        return cls(open_store(uri if uri is not None else DEFAULT_ARCHIVE, s3_client=s3_client))
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # -- reading ------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Names of every model with at least one complete version."""
+        names = {
+            parts[1]
+            for key in self.store.list("models/")
+            if len(parts := key.split("/")) == 5 and parts[4] == ENVELOPE_FILE
+        }
+        return sorted(names)
+
+    def versions(self, name: str) -> list[int]:
+        """Complete versions of ``name``, ascending."""
+        return sorted(
+            int(parts[3])
+            for key in self.store.list(f"models/{check_name(name)}/versions/")
+            if len(parts := key.split("/")) == 5
+            and parts[4] == ENVELOPE_FILE
+            and parts[3].isdigit()
+        )
+
+    def aliases(self, name: str) -> dict[str, dict[str, Any]]:
+        """``{alias: {"version", "sha256", "set_by", "set_at"}}`` for ``name``."""
+        out = {}
+        for key in self.store.list(f"models/{check_name(name)}/aliases/"):
+            if key.endswith(".json"):
+                out[key.rsplit("/", 1)[1][: -len(".json")]] = json.loads(self.store.get(key))
+        return out
+
+    def audit(self, name: str) -> list[dict[str, Any]]:
+        """Every audit record of ``name``, oldest first."""
+        return [
+            json.loads(self.store.get(key))
+            for key in self.store.list(f"models/{check_name(name)}/audit/")
+            if key.endswith(".json")
+        ]
+
+    def resolve(self, ref: Ref | str) -> int:
+        """The version a reference points at (``NAME`` alone means the latest)."""
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        if ref.path is not None:
+            raise ConfigError(f"{ref.path} is a path, not an archive reference")
+        if ref.version is not None:
+            if ref.version not in self.versions(ref.name):
+                raise NotFoundError(self._missing(ref.name, f"version {ref.version}"))
+            return ref.version
+        if ref.alias is not None:
+            got = self.store.get_tagged(f"models/{ref.name}/aliases/{ref.alias}.json")
+            if got is None:
+                known = sorted(self.aliases(ref.name)) if self.versions(ref.name) else []
+                raise NotFoundError(
+                    self._missing(ref.name, f"alias {ref.alias!r}") + f"; aliases: {known}"
+                )
+            return int(json.loads(got[0])["version"])
+        versions = self.versions(ref.name)
+        if not versions:
+            raise NotFoundError(self._missing(ref.name, "any version"))
+        return versions[-1]
+
+    def _missing(self, name: str, what: str) -> str:
+        if not self.versions(name):
+            return f"no model {name!r} in archive {self.uri}; models: {self.models()}"
+        return (
+            f"model {name!r} has no {what} in archive {self.uri}; versions: {self.versions(name)}"
+        )
+
+    def envelope(self, ref: Ref | str) -> Envelope:
+        """The envelope of a version, without reading the model bytes."""
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        if ref.path is not None:
+            return Artifact.read(ref.path).envelope
+        version = self.resolve(ref)
+        key = f"models/{ref.name}/versions/{version}/{ENVELOPE_FILE}"
+        return Envelope.from_json(self.store.get(key), path=f"{self.uri}/{key}")
+
+    def load(self, ref: Ref | str) -> Artifact:
+        """Read and verify a version; raises ``ArtifactIntegrityError`` on a sha256 mismatch."""
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        if ref.path is not None:
+            return Artifact.read(ref.path)
+        envelope = self.envelope(ref)
+        key = f"models/{envelope.name}/versions/{envelope.version}/{MODEL_FILE}"
+        try:
+            model = self.store.get(key)
+        except KeyError:
+            raise ArchiveError(f"{self.uri}/{key} is missing; the version is incomplete") from None
+        envelope.verify(model, path=f"{self.uri}/{key}")
+        return Artifact(envelope=envelope, model=model, location=f"{self.uri}/{key}")
+
+    # -- writing ------------------------------------------------------------------------
+
+    def publish(self, envelope: Envelope, model: bytes, *, version: int | None = None) -> Envelope:
+        """Store a new immutable version; returns the envelope with its version number.
+
+        With ``version`` given, publishes exactly that number or raises
+        :class:`VersionExistsError`; otherwise claims the next free number.
+        """
+        name = check_name(envelope.name)
+        envelope.verify(model, path=f"model for {name}")
+        if version is not None:
+            self._claim(name, version, model, exact=True)
+            claimed = version
+        else:
+            claimed = self._claim_next(name, model)
+        published = envelope.with_version(claimed)
+        base = f"models/{name}/versions/{claimed}"
+        try:
+            self.store.create(f"{base}/{ENVELOPE_FILE}", published.to_json())
+        except Conflict:
+            raise VersionExistsError(f"{self.uri}/{base} already has an envelope") from None
+        self._audit(name, "publish", version=claimed, sha256=envelope.sha256)
+        return published
+
+    def _claim(self, name: str, version: int, model: bytes, *, exact: bool) -> bool:
+        try:
+            self.store.create(f"models/{name}/versions/{version}/{MODEL_FILE}", model)
+        except Conflict:
+            if exact:
+                raise VersionExistsError(
+                    f"{name}@{version} already exists in {self.uri}; versions are immutable, "
+                    "publish without a version to get the next number"
+                ) from None
+            return False
+        return True
+
+    def _claim_next(self, name: str, model: bytes) -> int:
+        claimed = [
+            int(parts[3])
+            for key in self.store.list(f"models/{name}/versions/")
+            if len(parts := key.split("/")) == 5 and parts[3].isdigit()
+        ]
+        version = max(claimed, default=0) + 1
+        for _ in range(_MAX_CLAIMS):
+            if self._claim(name, version, model, exact=False):
+                return version
+            version += 1
+        raise ArchiveError(f"could not claim a version of {name} in {self.uri}")
+
+    def promote(
+        self, name: str, version: int, alias: str, *, by: str | None = None
+    ) -> dict[str, Any]:
+        """Point ``alias`` at ``version``; returns the alias record. Recorded in the audit."""
+        check_alias(alias)
+        envelope = self.envelope(Ref(name=check_name(name), version=version))
+        key = f"models/{name}/aliases/{alias}.json"
+        record = {
+            "version": version,
+            "sha256": envelope.sha256,
+            "set_by": by or current_user(),
+            "set_at": _now(),
+        }
+        for _ in range(_MAX_CLAIMS):
+            current = self.store.get_tagged(key)
+            previous = json.loads(current[0])["version"] if current else None
+            try:
+                self.store.swap(key, json.dumps(record).encode(), current[1] if current else None)
+            except Conflict:
+                continue  # someone else moved it meanwhile: re-read and record against theirs
+            self._audit(
+                name,
+                "promote",
+                version=version,
+                alias=alias,
+                previous=previous,
+                sha256=envelope.sha256,
+                by=record["set_by"],
+            )
+            return record
+        raise ArchiveError(f"could not move alias {alias!r} of {name}: too much contention")
+
+    def _audit(self, name: str, event: str, **fields: Any) -> None:
+        at = _now()
+        stamp = at.replace("-", "").replace(":", "").replace(".", "")
+        record = {"event": event, "model": name, "at": at, "by": current_user(), **fields}
+        key = f"models/{name}/audit/{stamp}-{uuid.uuid4().hex[:8]}-{event}.json"
+        self.store.create(key, json.dumps(record).encode())

@@ -1,0 +1,123 @@
+"""One error hierarchy for the whole runtime.
+
+Every error a user or a client can cause is a :class:`DscError`. Each carries an HTTP
+``status`` and a message that says what was wrong and what to do; the server, the Lambda
+handler and the CLI each map the tree in exactly one place::
+
+    DscError
+    ├── ConfigError                 bad settings or arguments (exit 2)
+    ├── ArchiveError                the archive cannot be read or written
+    │   ├── NotFoundError           unknown model, version or alias (404)
+    │   ├── VersionExistsError      publishing over an existing version (409)
+    │   └── ArtifactIntegrityError  sha256 mismatch, truncated or unreadable artifact
+    ├── EnvelopeError               an envelope.json that is not a valid envelope
+    ├── ExportError                 a model that cannot be packaged
+    │   └── ParityError             ONNX and the original estimator disagree
+    ├── GoldenMismatchError         a runtime reproduces the golden examples differently
+    ├── SchemaError                 input that does not match the model's schema (400)
+    │   └── PayloadError            a request body that cannot be decoded at all (400)
+    └── NotReadyError               no verified model is loaded yet (503)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchiveError",
+    "ArtifactIntegrityError",
+    "ConfigError",
+    "DscError",
+    "EnvelopeError",
+    "ExportError",
+    "GoldenMismatchError",
+    "NotFoundError",
+    "NotReadyError",
+    "ParityError",
+    "PayloadError",
+    "SchemaError",
+    "VersionExistsError",
+]
+
+
+class DscError(Exception):
+    """Base of every runtime error. ``status`` is the HTTP status an adapter answers with."""
+
+    status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(DscError):
+    status = 400
+    exit_code = 2
+
+
+class ArchiveError(DscError):
+    status = 500
+
+
+class NotFoundError(ArchiveError):
+    status = 404
+
+
+class VersionExistsError(ArchiveError):
+    status = 409
+
+
+class ArtifactIntegrityError(ArchiveError):
+    """The bytes in the archive are not the bytes that were published."""
+
+    status = 500
+
+    def __init__(self, *, path: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{path}: sha256 is {actual}, the envelope records {expected}; the artifact was "
+            "modified or truncated after publishing and will not be loaded. Re-publish it."
+        )
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class EnvelopeError(DscError):
+    status = 500
+
+
+class ExportError(DscError):
+    status = 400
+
+
+class ParityError(ExportError):
+    """ONNX scores differ from the estimator beyond tolerance; carries the full report."""
+
+    def __init__(self, message: str, report: dict[str, object]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class GoldenMismatchError(DscError):
+    status = 500
+
+
+class SchemaError(DscError):
+    """Input does not match the model's schema. ``field`` names the offending column."""
+
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.row = row
+
+
+class PayloadError(SchemaError):
+    """The request body could not be decoded (malformed JSON, wrong shape, too large)."""
+
+
+class NotReadyError(DscError):
+    status = 503

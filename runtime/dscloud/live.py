@@ -1,0 +1,123 @@
+"""Models that follow their alias: load the new version beside the old, check, then swap.
+
+The server polls on a background thread; the Lambda handler calls :meth:`LiveModel.refresh`
+when its interval has passed. A swap is one attribute assignment, so a request either
+gets the old scorer or the new one, never a half-loaded model. A new version that fails
+verification (sha256 or golden replay) is not swapped in: the old one keeps serving and
+the failure is logged and kept in ``last_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from dscloud.archive import Archive, Ref
+from dscloud.errors import DscError, NotFoundError
+from dscloud.scorer import Scorer
+
+__all__ = ["LiveModel", "ModelSet"]
+
+log = logging.getLogger("dscloud.live")
+
+
+class LiveModel:
+    """One model reference and the scorer currently serving it."""
+
+    def __init__(self, archive: Archive, ref: Ref | str, *, threads: int = 1) -> None:
+        self.archive = archive
+        self.ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        self.threads = threads
+        self.last_error: str | None = None
+        self.scorer: Scorer = self._load(self.ref)
+
+    @property
+    def name(self) -> str:
+        return self.scorer.name
+
+    @property
+    def follows(self) -> bool:
+        """True when the reference can move (an alias, or a bare name meaning latest)."""
+        return self.ref.path is None and self.ref.version is None
+
+    def _load(self, ref: Ref) -> Scorer:
+        return Scorer(self.archive.load(ref), threads=self.threads)
+
+    def refresh(self) -> bool:
+        """Swap in the version the reference points at now, if it changed and verifies.
+
+        Returns True when a new version was swapped in. Never raises for a bad version.
+        """
+        if not self.follows:
+            return False
+        try:
+            version = self.archive.resolve(self.ref)
+            if version == self.scorer.version:
+                return False
+            candidate = self._load(Ref(name=self.ref.name, version=version))
+        except DscError as exc:
+            self.last_error = str(exc)
+            log.warning(
+                "keeping %s@%s: %s",
+                self.scorer.name,
+                self.scorer.version,
+                exc,
+                extra={"model": self.scorer.name, "version": self.scorer.version},
+            )
+            return False
+        old = self.scorer
+        self.scorer = candidate
+        self.last_error = None
+        log.info(
+            "swapped %s: version %s -> %s",
+            self.ref,
+            old.version,
+            candidate.version,
+            extra={"model": candidate.name, "version": candidate.version},
+        )
+        return True
+
+
+class ModelSet:
+    """Several live models keyed by name, refreshed together on a polling thread."""
+
+    def __init__(self, archive: Archive, refs: Iterable[Ref | str], *, threads: int = 1) -> None:
+        self.archive = archive
+        self.models: dict[str, LiveModel] = {}
+        for ref in refs:
+            live = LiveModel(archive, ref, threads=threads)
+            self.models[live.name] = live
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, name: str) -> LiveModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotFoundError(
+                f"model {name!r} is not served here; models: {sorted(self.models)}"
+            ) from None
+
+    def refresh(self) -> list[str]:
+        """Refresh every model; returns the names that swapped."""
+        return [name for name, live in self.models.items() if live.refresh()]
+
+    def start(self, interval: float) -> None:
+        """Poll the archive every ``interval`` seconds on a daemon thread (0 disables)."""
+        if interval <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.refresh()
+
+        self._thread = threading.Thread(target=loop, name="dsc-alias-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

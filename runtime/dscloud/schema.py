@@ -1,0 +1,320 @@
+"""The model's input/output interface, and turning rows into ONNX feeds.
+
+A :class:`Schema` is recorded in every envelope. It knows how the ONNX graph wants its
+inputs (one ``[N, 1]`` tensor per column, or one ``[N, k]`` matrix holding every column in
+order) and checks each value on the way in. Validation is per row: a bad row is reported
+with its reason and the good rows still score, so the stream and batch adapters can route
+rejects somewhere a person can find them while the server refuses the request as a whole.
+
+No pandas here: values arrive as Python lists (JSON) or numpy arrays (Parquet/CSV).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dscloud.errors import EnvelopeError, SchemaError
+
+__all__ = ["DTYPES", "Column", "Encoded", "Output", "Schema"]
+
+#: dtype names a column may declare, and the numpy dtype of its ONNX tensor.
+DTYPES: dict[str, Any] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int64": np.int64,
+    "string": np.object_,
+}
+OUTPUT_KINDS = ("label", "probabilities", "value")
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input feature. ``categories`` with ``allow_unknown=False`` refuses other values."""
+
+    name: str
+    dtype: str
+    nullable: bool = False
+    categories: tuple[str, ...] | None = None
+    allow_unknown: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise EnvelopeError(
+                f"column {self.name!r}: dtype {self.dtype!r} is not one of {sorted(DTYPES)}"
+            )
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype != "string"
+
+    def describe(self) -> str:
+        """A short human description of what this column accepts, for error messages."""
+        if not self.numeric:
+            if self.categories is not None and not self.allow_unknown:
+                text = f"one of {list(self.categories)}"
+            else:
+                text = "a string"
+        elif self.dtype == "int64":
+            text = "an integer"
+        else:
+            text = "a number"
+        return text + (" or null" if self.nullable else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+            out["allow_unknown"] = self.allow_unknown
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Column:
+        cats = data.get("categories")
+        return cls(
+            name=str(data["name"]),
+            dtype=str(data["dtype"]),
+            nullable=bool(data.get("nullable", False)),
+            categories=tuple(str(c) for c in cats) if cats is not None else None,
+            allow_unknown=bool(data.get("allow_unknown", True)),
+        )
+
+
+@dataclass(frozen=True)
+class Output:
+    """One ONNX output: the predicted ``label``, per-class ``probabilities``, or a ``value``."""
+
+    name: str
+    kind: str
+    classes: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise EnvelopeError(f"output {self.name!r}: kind {self.kind!r} not in {OUTPUT_KINDS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Output:
+        classes = data.get("classes")
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            classes=tuple(classes) if classes is not None else None,
+        )
+
+
+@dataclass
+class Encoded:
+    """ONNX feeds for the rows that passed validation, and the reasons the others did not."""
+
+    feeds: dict[str, Array]
+    rows: Array  # indices (into the input) of the rows in ``feeds``
+    rejects: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def n_ok(self) -> int:
+        return len(self.rows)
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Columns in, outputs out. ``matrix_input`` names a single ``[N, k]`` ONNX input."""
+
+    columns: tuple[Column, ...]
+    outputs: tuple[Output, ...]
+    matrix_input: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise SchemaError(f"unknown column {name!r}; the model expects {self.names}", field=name)
+
+    def output(self, kind: str) -> Output | None:
+        return next((o for o in self.outputs if o.kind == kind), None)
+
+    def describe(self) -> dict[str, str]:
+        """``{column: what it accepts}``, the expected schema quoted in error messages."""
+        return {c.name: c.describe() for c in self.columns}
+
+    def unknown_columns(self, names: Sequence[str]) -> list[str]:
+        known = set(self.names)
+        return [n for n in names if n not in known]
+
+    # -- encoding ---------------------------------------------------------------------
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> Encoded:
+        """Validate row dicts; a row lacking a column is rejected, extra keys are ignored."""
+        columns = {
+            c.name: [
+                r.get(c.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records
+            ]
+            for c in self.columns
+        }
+        encoded = self.encode_columns(columns, len(records))
+        for i, r in enumerate(records):
+            if not isinstance(r, Mapping):
+                encoded.rejects[i] = (
+                    f"row {i}: expected an object of columns, got {type(r).__name__}"
+                )
+        return encoded
+
+    def encode_columns(self, columns: Mapping[str, Sequence[Any] | Array], n_rows: int) -> Encoded:
+        """Validate columnar input and build feeds for the valid rows.
+
+        Raises :class:`SchemaError` when a whole column is absent or has the wrong length;
+        per-row problems are returned in ``Encoded.rejects`` instead.
+        """
+        converted: list[Array] = []
+        reasons: dict[int, list[str]] = {}
+        for col in self.columns:
+            if col.name not in columns:
+                raise SchemaError(
+                    f"missing column {col.name!r}: expected {col.describe()}; "
+                    f"the model expects {self.names}",
+                    field=col.name,
+                )
+            values = columns[col.name]
+            if len(values) != n_rows:
+                raise SchemaError(
+                    f"column {col.name!r} has {len(values)} values, expected {n_rows}",
+                    field=col.name,
+                )
+            array, bad = _convert(col, values)
+            for i, why in bad.items():
+                reasons.setdefault(i, []).append(why)
+            converted.append(array)
+
+        rejects = {i: "; ".join(why) for i, why in sorted(reasons.items())}
+        if rejects:
+            keep = np.array([i for i in range(n_rows) if i not in rejects], dtype=np.int64)
+            converted = [a[keep] for a in converted]
+        else:
+            keep = np.arange(n_rows, dtype=np.int64)
+        return Encoded(feeds=self._feeds(converted), rows=keep, rejects=rejects)
+
+    def _feeds(self, arrays: list[Array]) -> dict[str, Array]:
+        if self.matrix_input is not None:
+            dtype = DTYPES[self.columns[0].dtype]
+            return {self.matrix_input: np.stack(arrays, axis=1).astype(dtype, copy=False)}
+        return {col.name: a.reshape(-1, 1) for col, a in zip(self.columns, arrays, strict=True)}
+
+    # -- serialisation ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "columns": [c.to_dict() for c in self.columns],
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+        if self.matrix_input is not None:
+            out["matrix_input"] = self.matrix_input
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schema:
+        try:
+            return cls(
+                columns=tuple(Column.from_dict(c) for c in data["columns"]),
+                outputs=tuple(Output.from_dict(o) for o in data["outputs"]),
+                matrix_input=data.get("matrix_input"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise EnvelopeError(f"invalid schema: missing or malformed {exc}") from exc
+
+
+def _convert(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
+    """Convert one column; returns the array (bad rows hold a placeholder) and row reasons."""
+    if col.numeric:
+        return _convert_numeric(col, values)
+    return _convert_string(col, values)
+
+
+def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
+    dtype = DTYPES[col.dtype]
+    bad: dict[int, str] = {}
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        array = values.astype(dtype, copy=False)
+    elif isinstance(values, np.ndarray) and values.dtype.kind == "b":
+        return np.zeros(len(values), dtype=dtype), {
+            i: f"column {col.name!r}: expected {col.describe()}, got a boolean"
+            for i in range(len(values))
+        }
+    elif all(type(v) is float or type(v) is int for v in values):
+        array = np.asarray(values, dtype=dtype)
+    else:
+        array = np.zeros(len(values), dtype=dtype)
+        for i, v in enumerate(values):
+            if v is _MISSING:
+                bad[i] = f"column {col.name!r} is missing: expected {col.describe()}"
+            elif v is None or (type(v) is float and math.isnan(v)):
+                array[i] = np.nan if col.dtype != "int64" else 0
+                if not col.nullable or col.dtype == "int64":
+                    bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
+            elif isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
+            elif (
+                col.dtype == "int64"
+                and isinstance(v, float | np.floating)
+                and not float(v).is_integer()
+            ):
+                bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
+            else:
+                array[i] = v
+        return array, bad
+    if array.dtype.kind == "f" and not col.nullable:
+        missing = np.flatnonzero(np.isnan(array))
+        for i in missing.tolist():
+            bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
+    return array, bad
+
+
+def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
+    bad: dict[int, str] = {}
+    array = np.empty(len(values), dtype=np.object_)
+    strict = col.categories is not None and not col.allow_unknown
+    allowed = frozenset(col.categories or ())
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            if strict and v not in allowed:
+                bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
+            array[i] = v
+        elif v is _MISSING:
+            bad[i] = f"column {col.name!r} is missing: expected {col.describe()}"
+            array[i] = ""
+        elif v is None or (isinstance(v, float) and math.isnan(v)):
+            # A nullable string column scores a null as the empty string (an unseen category).
+            array[i] = ""
+            if not col.nullable:
+                bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
+        else:
+            bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
+            array[i] = ""
+    return array, bad
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
