@@ -10,5 +10,3 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     """Add this adapter's subcommands to the ``dsc`` parser."""
     del sub  # commands arrive with the batch adapter
-
-
