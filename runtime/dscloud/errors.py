@@ -16,6 +16,8 @@ handler and the CLI each map the tree in exactly one place::
     ├── GoldenMismatchError         a runtime reproduces the golden examples differently
     ├── SchemaError                 input that does not match the model's schema (400)
     │   └── PayloadError            a request body that cannot be decoded at all (400)
+    │       ├── PayloadTooLargeError    a body above the configured limit (413)
+    │       └── UnsupportedMediaError   a content type no decoder speaks (415)
     └── NotReadyError               no verified model is loaded yet (503)
 """
 
@@ -33,7 +35,9 @@ __all__ = [
     "NotReadyError",
     "ParityError",
     "PayloadError",
+    "PayloadTooLargeError",
     "SchemaError",
+    "UnsupportedMediaError",
     "VersionExistsError",
 ]
 
@@ -117,6 +121,18 @@ class SchemaError(DscError):
 
 class PayloadError(SchemaError):
     """The request body could not be decoded (malformed JSON, wrong shape, too large)."""
+
+
+class PayloadTooLargeError(PayloadError):
+    """The body is larger than the adapter accepts (``DSC_MAX_BODY_BYTES`` for the server)."""
+
+    status = 413
+
+
+class UnsupportedMediaError(PayloadError):
+    """The body's content type is not one the adapter can decode."""
+
+    status = 415
 
 
 class NotReadyError(DscError):

@@ -258,8 +258,10 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
             i: f"column {col.name!r}: expected {col.describe()}, got a boolean"
             for i in range(len(values))
         }
-    elif all(type(v) is float or type(v) is int for v in values):
-        array = np.asarray(values, dtype=dtype)
+    elif all(type(v) is float or type(v) is int for v in values) and (
+        (array := _as_array(values, dtype)) is not None
+    ):
+        pass
     else:
         array = np.zeros(len(values), dtype=dtype)
         for i, v in enumerate(values):
@@ -278,13 +280,24 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
             ):
                 bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
             else:
-                array[i] = v
+                try:
+                    array[i] = v
+                except OverflowError:
+                    bad[i] = f"column {col.name!r}: {_show(v)} is out of range for {col.dtype}"
         return array, bad
     if array.dtype.kind == "f" and not col.nullable:
         missing = np.flatnonzero(np.isnan(array))
         for i in missing.tolist():
             bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
     return array, bad
+
+
+def _as_array(values: Sequence[Any], dtype: Any) -> Array | None:
+    """``values`` as an array, or None when some int is out of range (JSON allows any)."""
+    try:
+        return np.asarray(values, dtype=dtype)
+    except OverflowError:
+        return None
 
 
 def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
