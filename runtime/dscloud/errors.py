@@ -6,6 +6,7 @@ handler and the CLI each map the tree in exactly one place::
 
     DscError
     ├── ConfigError                 bad settings or arguments (exit 2)
+    ├── DataError                   batch input or output that cannot be read or written
     ├── ArchiveError                the archive cannot be read or written
     │   ├── NotFoundError           unknown model, version or alias (404)
     │   ├── VersionExistsError      publishing over an existing version (409)
@@ -27,6 +28,7 @@ __all__ = [
     "ArchiveError",
     "ArtifactIntegrityError",
     "ConfigError",
+    "DataError",
     "DscError",
     "EnvelopeError",
     "ExportError",
@@ -59,6 +61,12 @@ class DscError(Exception):
 class ConfigError(DscError):
     status = 400
     exit_code = 2
+
+
+class DataError(DscError):
+    """Batch input or output data could not be read or written; the message names the URI."""
+
+    status = 500
 
 
 class ArchiveError(DscError):
