@@ -17,6 +17,8 @@ output_stream             ``DSC_OUTPUT_STREAM``       (none)
 rejects_queue_url         ``DSC_REJECTS_QUEUE_URL``   (none)
 shard_index               ``AWS_BATCH_JOB_ARRAY_INDEX``  ``0``
 shard_count               ``DSC_SHARD_COUNT``         ``1``
+s3_endpoint               ``AWS_ENDPOINT_URL_S3`` or  (none: AWS; e.g. a moto server)
+                          ``AWS_ENDPOINT_URL``
 ========================  ==========================  =====================================
 """
 
@@ -74,6 +76,7 @@ class Settings:
     rejects_queue_url: str | None = None
     shard_index: int = 0
     shard_count: int = 1
+    s3_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,6 +100,7 @@ class Settings:
             rejects_queue_url=env.get("DSC_REJECTS_QUEUE_URL") or None,
             shard_index=_int(env, "AWS_BATCH_JOB_ARRAY_INDEX", 0),
             shard_count=_int(env, "DSC_SHARD_COUNT", 1, minimum=1),
+            s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
