@@ -1,12 +1,425 @@
-"""`dsc` commands for models and the archive (registered by :mod:`dscloud.cli`)."""
+"""`dsc` commands for models and the archive (registered by :mod:`dscloud.cli`).
+
+``list``, ``show``, ``diff``, ``history``, ``promote``, ``verify``, ``import-onnx``,
+``example train``, ``example data`` and ``team add``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+from dscloud.archive import Archive, Ref, check_name, current_user
+from dscloud.cli_common import open_archive
+from dscloud.compare import diff, history
+from dscloud.envelope import Envelope
+from dscloud.errors import ConfigError, DscError, ExportError
+from dscloud.scorer import Scorer
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
     """Add the model and archive subcommands to the ``dsc`` parser."""
-    del sub
+    p = sub.add_parser("list", help="models in the archive, or the versions of one")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("show", help="one version's envelope: NAME, NAME@VERSION or NAME@ALIAS")
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true", help="print the whole envelope as JSON")
+    p.set_defaults(run=cmd_show)
+
+    p = sub.add_parser("diff", help="what changed between two versions")
+    p.add_argument("a", metavar="NAME@A")
+    p.add_argument("b", metavar="NAME@B")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_diff)
+
+    p = sub.add_parser("history", help="metrics across versions, aliases marked")
+    p.add_argument("name")
+    p.add_argument("--metric", help="the metric to plot (default: the first recorded)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a chart (needs the plot extra)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_history)
+
+    p = sub.add_parser("promote", help="point an alias at a version")
+    p.add_argument("name")
+    p.add_argument("version", type=_version)
+    p.add_argument("--alias", required=True, help="e.g. production, staging")
+    p.set_defaults(run=cmd_promote)
+
+    p = sub.add_parser("verify", help="check integrity and replay the golden examples")
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true", help="print the golden outputs as JSON")
+    p.set_defaults(run=cmd_verify)
+
+    p = sub.add_parser("import-onnx", help="publish an ONNX model trained elsewhere")
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--golden",
+        required=True,
+        type=Path,
+        help='JSON list of {"inputs": {...}, "outputs": {...}}',
+    )
+    p.add_argument("--schema", type=Path, help="JSON interface (columns, outputs) to use")
+    p.add_argument("--columns", help="comma-separated column names of a matrix input")
+    p.add_argument("--description", default="")
+    p.set_defaults(run=cmd_import)
+
+    ex = sub.add_parser("example", help="the bundled churn example")
+    exsub = ex.add_subparsers(dest="example_command", required=True, metavar="COMMAND")
+    p = exsub.add_parser("train", help="train, package and publish the example pipeline")
+    p.add_argument("--name", default="churn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
+    p.set_defaults(run=cmd_example_train)
+    p = exsub.add_parser("data", help="write rows of the example data set")
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_example_data)
+
+    team = sub.add_parser("team", help="platform configuration in cdk.json")
+    tsub = team.add_subparsers(dest="team_command", required=True, metavar="COMMAND")
+    p = tsub.add_parser("add", help="add a team with default sizes to cdk.json")
+    p.add_argument("name")
+    p.add_argument(
+        "--stage", action="append", dest="stages", help="repeatable (default: dev, prod)"
+    )
+    p.add_argument("--cdk-json", type=Path, default=Path("cdk.json"))
+    p.set_defaults(run=cmd_team_add)
+
+
+def _version(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a version number, got {text!r}")
+    return int(text)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "-"
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    archive = open_archive(args)
+    if args.name is None:
+        rows = []
+        for name in archive.models():
+            aliases = archive.aliases(name)
+            rows.append(
+                {
+                    "name": name,
+                    "latest": archive.versions(name)[-1],
+                    "aliases": {a: r["version"] for a, r in sorted(aliases.items())},
+                }
+            )
+        if args.json:
+            _print_json(rows)
+        elif not rows:
+            print(f"no models in {archive.uri}")
+        else:
+            for r in rows:
+                aliases = " ".join(f"{a}->{v}" for a, v in r["aliases"].items())
+                print(f"{r['name']:<24} latest {r['latest']:<5} {aliases}")
+        return 0
+    rows_h = history(archive, check_name(args.name))
+    if not rows_h:
+        raise_not_found(archive, args.name)
+    if args.json:
+        _print_json([r.__dict__ for r in rows_h])
+        return 0
+    for r in rows_h:
+        marks = f" [{', '.join(r.aliases)}]" if r.aliases else ""
+        print(
+            f"{args.name}@{r.version:<4} {r.created_at:<21} {r.created_by:<12} "
+            f"{_metrics_text(r.metrics)}{marks}"
+        )
+    return 0
+
+
+def raise_not_found(archive: Archive, name: str) -> None:
+    archive.resolve(Ref(name=name))  # raises NotFoundError listing the models
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    env = open_archive(args).envelope(args.ref)
+    if args.json:
+        print(env.to_json().decode(), end="")
+        return 0
+    print(_summary(env))
+    return 0
+
+
+def _summary(env: Envelope) -> str:
+    code = env.provenance.get("code") or {}
+    data = env.data
+    parity = env.quality.get("parity", {})
+    lines = [
+        f"{env.ref}  {env.description}".rstrip(),
+        f"  created      {env.created_at} by {env.created_by}",
+        f"  sha256       {env.sha256} ({env.size_bytes} bytes)",
+        f"  estimator    {env.provenance.get('estimator', env.provenance.get('source', '-'))}",
+        f"  code         {code.get('commit') or '-'}{' (dirty)' if code.get('dirty') else ''}"
+        f" {code.get('entry_point') or ''}".rstrip(),
+        f"  parameters   {json.dumps(env.provenance.get('hyperparameters', {}))}",
+        f"  data         {data.get('rows', '-')} rows, {data.get('fingerprint', '-')}",
+        f"  metrics      {_metrics_text(env.metrics)}",
+    ]
+    if parity:
+        lines.append(
+            f"  parity       max abs diff {parity.get('max_abs_diff', 0):.3g} over "
+            f"{parity.get('rows')} rows, label agreement {parity.get('label_agreement', 1.0):.4f}"
+        )
+    lines.append(
+        "  inputs       "
+        + ", ".join(f"{c.name}:{c.dtype}{'?' if c.nullable else ''}" for c in env.schema.columns)
+    )
+    lines.append("  outputs      " + ", ".join(f"{o.name}:{o.kind}" for o in env.schema.outputs))
+    lines.append(f"  goldens      {len(env.goldens)} examples")
+    tags = " ".join(f"{k}={v}" for k, v in env.tags.items())
+    if tags:
+        lines.append(f"  tags         {tags}")
+    return "\n".join(lines)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    archive = open_archive(args)
+    result = diff(archive.envelope(args.a), archive.envelope(args.b))
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    print(f"{result.a.ref} -> {result.b.ref}: {len(result.changes)} changes")
+    section = None
+    for c in result.changes:
+        if c.section != section:
+            section = c.section
+            print(f"[{section}]")
+        delta = f"  ({c.delta:+.4g})" if c.delta is not None else ""
+        print(f"  {c.path}: {_short(c.old)} -> {_short(c.new)}{delta}")
+    return 0
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    archive = open_archive(args)
+    rows = history(archive, check_name(args.name))
+    if not rows:
+        raise_not_found(archive, args.name)
+    metrics = sorted({m for r in rows for m in r.metrics})
+    metric = args.metric or (metrics[0] if metrics else None)
+    if args.metric and args.metric not in metrics:
+        raise ConfigError(
+            f"metric {args.metric!r} is not recorded for {args.name}; metrics: {metrics}"
+        )
+    if args.json:
+        _print_json([r.__dict__ for r in rows])
+    else:
+        print(
+            f"{'version':<8} {'created':<21} " + " ".join(f"{m:>10}" for m in metrics) + "  aliases"
+        )
+        for r in rows:
+            vals = " ".join(
+                f"{r.metrics[m]:>10.4f}" if m in r.metrics else f"{'-':>10}" for m in metrics
+            )
+            print(f"{r.version:<8} {r.created_at:<21} {vals}  {', '.join(r.aliases)}")
+    if args.plot:
+        if metric is None:
+            raise ConfigError(f"{args.name} has no metrics to plot")
+        _plot(args.name, rows, metric, Path(args.plot))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _plot(name: str, rows: list[Any], metric: str, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'dscloud[plot]'") from None
+    points = [(r.version, r.metrics[metric], r.aliases) for r in rows if metric in r.metrics]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    for version, value, aliases in points:
+        if aliases:
+            ax.annotate(
+                ", ".join(aliases),
+                (version, value),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=8,
+                color="darkred",
+            )
+    ax.set_xlabel("version")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{name}: {metric} by version")
+    ax.set_xticks([p[0] for p in points])
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    archive = open_archive(args)
+    record = archive.promote(args.name, args.version, args.alias, by=current_user())
+    print(
+        f"{args.name}@{args.alias} -> {record['version']} (sha256 {record['sha256'][:12]}, "
+        f"set by {record['set_by']} at {record['set_at']})"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    archive = open_archive(args)
+    artifact = archive.load(args.ref)  # integrity: raises on a sha256 mismatch
+    scorer = Scorer(artifact)  # golden replay: raises GoldenMismatchError
+    env = artifact.envelope
+    if args.json:
+        actual = scorer.golden_outputs([g.inputs for g in env.goldens]) if env.goldens else []
+        _print_json(
+            {
+                "model": env.name,
+                "version": env.version,
+                "sha256": env.sha256,
+                "goldens": [
+                    {"inputs": g.inputs, "expected": g.outputs, "actual": a}
+                    for g, a in zip(env.goldens, actual, strict=True)
+                ],
+            }
+        )
+        return 0
+    print(
+        f"ok {env.ref}: sha256 {env.sha256} verified, {len(env.goldens)} golden examples reproduced"
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from dscloud.onnx_import import import_onnx
+    from dscloud.schema import Schema
+
+    model = _read(args.file)
+    try:
+        goldens = json.loads(_read(args.golden))
+        schema = Schema.from_dict(json.loads(_read(args.schema))) if args.schema else None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc}") from exc
+    if isinstance(goldens, dict):
+        goldens = goldens.get("goldens", goldens.get("golden_examples"))
+    if not isinstance(goldens, list):
+        raise ConfigError(f'{args.golden}: expected a JSON list of {{"inputs", "outputs"}} objects')
+    artifact = import_onnx(
+        model,
+        goldens,
+        name=check_name(args.name),
+        schema=schema,
+        columns=args.columns.split(",") if args.columns else None,
+        description=args.description,
+        created_by=current_user(),
+        provenance={"file": str(args.file)},
+    )
+    envelope = open_archive(args).publish(artifact.envelope, artifact.model)
+    print(f"published {envelope.ref} ({len(envelope.goldens)} golden examples replayed)")
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_example_train(args: argparse.Namespace) -> int:
+    try:
+        import dscloud
+        from dscloud import example
+    except ImportError as exc:
+        raise ExportError(
+            f"training needs the export extra: pip install 'dscloud[export]' ({exc})"
+        ) from exc
+    archive = open_archive(args)
+    name = check_name(args.name)
+    parent = archive.versions(name)[-1] if archive.versions(name) else None
+    trained = example.train(seed=args.seed, rows=args.rows, C=args.C)
+    artifact = dscloud.package(
+        trained.estimator,
+        trained.X_test,
+        name=name,
+        metrics=trained.metrics,
+        params=trained.params,
+        training_data=trained.X_train,
+        y=trained.y_train,
+        seed=args.seed,
+        parent_version=parent,
+        training_seconds=trained.seconds,
+        description="bundled churn example (ColumnTransformer + LogisticRegression)",
+        tags={"example": "churn"},
+    )
+    envelope = archive.publish(artifact.envelope, artifact.model)
+    print(f"published {envelope.ref} to {archive.uri}: {_metrics_text(envelope.metrics)}")
+    return 0
+
+
+def cmd_example_data(args: argparse.Namespace) -> int:
+    from dscloud import example
+
+    if args.rows < 1:
+        raise ConfigError(f"--rows {args.rows}: expected a positive number of rows")
+    out = Path(args.out)
+    frame = example.churn_data(args.rows, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        raise ConfigError(f"--out {out}: expected a .parquet or .csv file name")
+    print(f"wrote {args.rows} rows to {out}")
+    return 0
+
+
+def cmd_team_add(args: argparse.Namespace) -> int:
+    cdk_json = args.cdk_json.resolve()
+    if not cdk_json.is_file():
+        raise ConfigError(f"{cdk_json} not found: run `dsc team add` in the repository root")
+    stages = [f"--stage={s}" for s in args.stages or []]
+    # The runtime never imports the stacks (it ships into images); the config lives there.
+    done = subprocess.run(
+        [sys.executable, "-m", "stacks.team_add", args.name, *stages, "--cdk-json", str(cdk_json)],
+        cwd=cdk_json.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DscError((done.stderr.strip().splitlines() or ["team add failed"])[-1])
+    print(done.stdout.strip())
+    return 0

@@ -1,0 +1,233 @@
+"""The archive: immutable numbered versions, racing publishers, aliases, audit, tamper checks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import dscloud
+from dscloud.archive import Archive, Ref
+from dscloud.envelope import Artifact
+from dscloud.errors import (
+    ArtifactIntegrityError,
+    ConfigError,
+    NotFoundError,
+    VersionExistsError,
+)
+
+
+@pytest.fixture
+def s3_archive() -> Iterator[Archive]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="models")
+        yield Archive.open("s3://models/team-a", s3_client=client)
+
+
+@pytest.fixture(params=["dir", "s3"])
+def any_archive(request, tmp_path: Path) -> Iterator[Archive]:
+    if request.param == "dir":
+        yield Archive.open(tmp_path / "archive")
+    else:
+        yield request.getfixturevalue("s3_archive")
+
+
+def test_versions_are_numbered_from_one(any_archive: Archive, churn_artifact: Artifact) -> None:
+    first = dscloud.publish(churn_artifact, any_archive)
+    second = dscloud.publish(churn_artifact, any_archive)
+    assert (first.version, second.version) == (1, 2)
+    assert any_archive.versions("churn") == [1, 2]
+    assert any_archive.models() == ["churn"]
+    assert any_archive.resolve("churn") == 2
+
+
+def test_publishing_over_an_existing_version_is_refused(any_archive, churn_artifact) -> None:
+    any_archive.publish(churn_artifact.envelope, churn_artifact.model, version=1)
+    with pytest.raises(VersionExistsError, match="immutable"):
+        any_archive.publish(churn_artifact.envelope, churn_artifact.model, version=1)
+    assert any_archive.load("churn@1").model == churn_artifact.model
+
+
+def test_layout_matches_the_design(tmp_path, churn_artifact) -> None:
+    archive = Archive.open(tmp_path)
+    dscloud.publish(churn_artifact, archive)
+    archive.promote("churn", 1, "production", by="ana")
+    files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert "models/churn/versions/1/model.onnx" in files
+    assert "models/churn/versions/1/envelope.json" in files
+    assert "models/churn/aliases/production.json" in files
+    alias = json.loads((tmp_path / "models/churn/aliases/production.json").read_text())
+    assert alias["version"] == 1 and alias["set_by"] == "ana"
+    assert alias["sha256"] == churn_artifact.envelope.sha256 and alias["set_at"]
+    audits = sorted(f for f in files if "/audit/" in f)
+    assert [a.rsplit("-", 1)[1] for a in audits] == ["publish.json", "promote.json"]
+
+
+def test_racing_publishers_each_get_a_version(any_archive, churn_artifact) -> None:
+    # given eight threads publishing at the same instant
+    barrier = threading.Barrier(8)
+    got: list[int] = []
+
+    def publish() -> None:
+        barrier.wait()
+        got.append(dscloud.publish(churn_artifact, any_archive).version or 0)
+
+    threads = [threading.Thread(target=publish) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    # then none is lost and none shares a number
+    assert sorted(got) == list(range(1, 9))
+    assert any_archive.versions("churn") == list(range(1, 9))
+    publishes = [a for a in any_archive.audit("churn") if a["event"] == "publish"]
+    assert sorted(a["version"] for a in publishes) == list(range(1, 9))
+
+
+def _publish_in_process(root: str, artifact_dir: str, barrier) -> None:
+    barrier.wait()
+    archive = Archive.open(root)
+    art = Artifact.read(Path(artifact_dir))
+    archive.publish(art.envelope, art.model)
+
+
+def test_racing_processes_each_get_a_version(tmp_path, churn_artifact) -> None:
+    art_dir = churn_artifact.write(tmp_path / "art")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [
+        ctx.Process(target=_publish_in_process, args=(str(tmp_path / "a"), str(art_dir), barrier))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert Archive.open(tmp_path / "a").versions("churn") == [1, 2, 3, 4]
+
+
+def test_an_abandoned_claim_is_skipped_not_reused(tmp_path, churn_artifact) -> None:
+    archive = Archive.open(tmp_path)
+    # a publisher died after claiming 1 (model written, no envelope)
+    (tmp_path / "models/churn/versions/1").mkdir(parents=True)
+    (tmp_path / "models/churn/versions/1/model.onnx").write_bytes(b"partial")
+    assert archive.versions("churn") == []
+    assert dscloud.publish(churn_artifact, archive).version == 2
+
+
+def test_aliases_move_and_are_audited(any_archive, churn_artifact) -> None:
+    for _ in range(3):
+        dscloud.publish(churn_artifact, any_archive)
+    any_archive.promote("churn", 1, "production", by="ana")
+    any_archive.promote("churn", 3, "production", by="bo")
+    any_archive.promote("churn", 2, "staging", by="bo")
+
+    assert any_archive.resolve("churn@production") == 3
+    assert any_archive.resolve(Ref.parse("churn@staging")) == 2
+    assert {a: r["version"] for a, r in any_archive.aliases("churn").items()} == {
+        "production": 3,
+        "staging": 2,
+    }
+    promotes = [a for a in any_archive.audit("churn") if a["event"] == "promote"]
+    assert [(p["alias"], p["previous"], p["version"], p["by"]) for p in promotes] == [
+        ("production", None, 1, "ana"),
+        ("production", 1, 3, "bo"),
+        ("staging", None, 2, "bo"),
+    ]
+
+
+def test_racing_promotions_are_all_recorded_against_the_version_they_replaced(
+    any_archive, churn_artifact
+) -> None:
+    for _ in range(4):
+        dscloud.publish(churn_artifact, any_archive)
+    barrier = threading.Barrier(4)
+
+    def promote(v: int) -> None:
+        barrier.wait()
+        any_archive.promote("churn", v, "production")
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    moves = [a for a in any_archive.audit("churn") if a["event"] == "promote"]
+    # each move replaced exactly the previous one: the chain has no gaps or forks
+    chain = {m["previous"]: m["version"] for m in moves}
+    assert len(moves) == 4 and None in chain
+    final, seen = None, 0
+    while final in chain:
+        final, seen = chain[final], seen + 1
+    assert seen == 4 and any_archive.resolve("churn@production") == final
+
+
+def test_promoting_a_missing_version_is_refused(any_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, any_archive)
+    with pytest.raises(NotFoundError, match=r"no version 5.*versions: \[1\]"):
+        any_archive.promote("churn", 5, "production")
+    with pytest.raises(ConfigError, match="alias"):
+        any_archive.promote("churn", 1, "12")
+
+
+def test_unknown_references_say_what_exists(any_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, any_archive)
+    with pytest.raises(NotFoundError, match=r"no model 'fraud'.*models: \['churn'\]"):
+        any_archive.load("fraud@production")
+    with pytest.raises(NotFoundError, match=r"no alias 'production'"):
+        any_archive.load("churn@production")
+    with pytest.raises(ConfigError, match="model name"):
+        Ref.parse("bad name@1")
+
+
+def test_tampered_model_is_refused_naming_file_and_hashes(tmp_path, churn_artifact) -> None:
+    archive = Archive.open(tmp_path)
+    dscloud.publish(churn_artifact, archive)
+    path = tmp_path / "models/churn/versions/1/model.onnx"
+    path.write_bytes(path.read_bytes()[:-10])  # truncated
+    with pytest.raises(ArtifactIntegrityError) as err:
+        archive.load("churn@1")
+    assert str(path) in str(err.value)
+    assert churn_artifact.envelope.sha256 in str(err.value)
+    assert err.value.actual != err.value.expected
+
+
+def test_tampered_model_in_s3_is_refused(s3_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, s3_archive)
+    client = s3_archive.store.client  # type: ignore[attr-defined]
+    client.put_object(
+        Bucket="models", Key="team-a/models/churn/versions/1/model.onnx", Body=b"evil"
+    )
+    with pytest.raises(
+        ArtifactIntegrityError, match="s3://models/team-a/models/churn/versions/1/model.onnx"
+    ):
+        s3_archive.load("churn@1")
+
+
+def test_s3_layout_lives_under_the_prefix(s3_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, s3_archive)
+    client = s3_archive.store.client  # type: ignore[attr-defined]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="models")["Contents"]]
+    assert "team-a/models/churn/versions/1/envelope.json" in keys
+    assert all(k.startswith("team-a/models/churn/") for k in keys)
+
+
+def test_artifact_directory_loads_as_a_reference(tmp_path, churn_artifact) -> None:
+    churn_artifact.write(tmp_path / "exported")
+    loaded = Archive.open(tmp_path / "unused").load(str(tmp_path / "exported"))
+    assert loaded.envelope.sha256 == churn_artifact.envelope.sha256
+
+
+def test_archive_uri_forms(tmp_path) -> None:
+    assert Archive.open(f"file://{tmp_path}").uri == str(tmp_path)
+    with pytest.raises(ConfigError, match="s3://BUCKET/PREFIX"):
+        Archive.open("gs://bucket/x")
