@@ -117,36 +117,37 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     archive = open_archive(args)
-    if args.name is None:
-        rows = []
-        for name in archive.models():
-            aliases = archive.aliases(name)
-            rows.append(
-                {
-                    "name": name,
-                    "latest": archive.versions(name)[-1],
-                    "aliases": {a: r["version"] for a, r in sorted(aliases.items())},
-                }
-            )
-        if args.json:
-            _print_json(rows)
-        elif not rows:
-            print(f"no models in {archive.uri}")
-        else:
-            for r in rows:
-                aliases = " ".join(f"{a}->{v}" for a, v in r["aliases"].items())
-                print(f"{r['name']:<24} latest {r['latest']:<5} {aliases}")
-        return 0
-    rows_h = history(archive, check_name(args.name))
-    if not rows_h:
-        raise_not_found(archive, args.name)
+    if args.name is not None:
+        return _list_versions(archive, check_name(args.name), as_json=args.json)
+    models: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "latest": archive.versions(name)[-1],
+            "aliases": {a: r["version"] for a, r in sorted(archive.aliases(name).items())},
+        }
+        for name in archive.models()
+    ]
     if args.json:
-        _print_json([r.__dict__ for r in rows_h])
+        _print_json(models)
+    elif not models:
+        print(f"no models in {archive.uri}")
+    for m in [] if args.json else models:
+        aliases = " ".join(f"{a}->{v}" for a, v in m["aliases"].items())
+        print(f"{m['name']:<24} latest {m['latest']:<5} {aliases}")
+    return 0
+
+
+def _list_versions(archive: Archive, name: str, *, as_json: bool) -> int:
+    rows = history(archive, name)
+    if not rows:
+        raise_not_found(archive, name)
+    if as_json:
+        _print_json([r.__dict__ for r in rows])
         return 0
-    for r in rows_h:
+    for r in rows:
         marks = f" [{', '.join(r.aliases)}]" if r.aliases else ""
         print(
-            f"{args.name}@{r.version:<4} {r.created_at:<21} {r.created_by:<12} "
+            f"{name}@{r.version:<4} {r.created_at:<21} {r.created_by:<12} "
             f"{_metrics_text(r.metrics)}{marks}"
         )
     return 0

@@ -208,7 +208,7 @@ def test_tampered_model_in_s3_is_refused(s3_archive, churn_artifact) -> None:
         Bucket="models", Key="team-a/models/churn/versions/1/model.onnx", Body=b"evil"
     )
     with pytest.raises(
-        ArtifactIntegrityError, match="s3://models/team-a/models/churn/versions/1/model.onnx"
+        ArtifactIntegrityError, match=r"s3://models/team-a/models/churn/versions/1/model\.onnx"
     ):
         s3_archive.load("churn@1")
 
