@@ -38,6 +38,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("diff", help="what changed between two versions")
     p.add_argument("a", metavar="NAME@A")
     p.add_argument("b", metavar="NAME@B")
+    p.add_argument("--all", action="store_true", help="every data-summary change, not the headline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_diff)
 
@@ -206,13 +207,28 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return 0
     print(f"{result.a.ref} -> {result.b.ref}: {len(result.changes)} changes")
     section = None
+    hidden = 0
     for c in result.changes:
+        if not args.all and c.section == "data" and not _headline(c.path):
+            hidden += 1
+            continue
         if c.section != section:
             section = c.section
             print(f"[{section}]")
         delta = f"  ({c.delta:+.4g})" if c.delta is not None else ""
         print(f"  {c.path}: {_short(c.old)} -> {_short(c.new)}{delta}")
+    if hidden:
+        print(f"  ... and {hidden} more data-summary changes (quantiles, min/max, counts): --all")
     return 0
+
+
+def _headline(path: str) -> bool:
+    """Data-summary fields worth a line by default: fingerprint, rows, means, missing."""
+    return (
+        path in {"fingerprint", "rows"}
+        or path.endswith((".mean", ".missing", ".distinct"))
+        or path.startswith("label.")
+    )
 
 
 def _short(value: Any) -> str:

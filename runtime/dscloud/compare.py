@@ -100,15 +100,16 @@ def diff(a: Envelope, b: Envelope) -> EnvelopeDiff:
         ("data", a.data, b.data),
         ("schema", _schema_view(a), _schema_view(b)),
         ("graph", a.onnx, b.onnx),
-        (
-            "parity",
-            a.quality.get("parity", {}).get("max_abs_diff"),
-            b.quality.get("parity", {}).get("max_abs_diff"),
-        ),
+        ("parity", _parity_view(a), _parity_view(b)),
     ]
     for name, old, new in sections:
         result.changes.extend(_changes(name, old, new))
     return result
+
+
+def _parity_view(env: Envelope) -> dict[str, Any]:
+    parity = env.quality.get("parity", {})
+    return {k: parity.get(k) for k in ("max_abs_diff", "label_agreement", "rows")}
 
 
 def _schema_view(env: Envelope) -> dict[str, Any]:
