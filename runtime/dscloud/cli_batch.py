@@ -1,12 +1,119 @@
-"""`dsc` commands of the batch adapter (registered by :mod:`dscloud.cli`)."""
+"""`dsc score`: the batch adapter's command (registered by :mod:`dscloud.cli`).
+
+``dscloud.batch`` (and so pyarrow) is imported only when the command runs, so images
+without the ``batch`` extra still start ``dsc``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from typing import Any
+
+from dscloud import cli_common
+from dscloud.errors import ConfigError
 
 __all__ = ["register"]
 
+EPILOG = """\
+Shards: --shard-index/--shard-count default to $AWS_BATCH_JOB_ARRAY_INDEX and
+$DSC_SHARD_COUNT, so an AWS Batch array job of n children runs one shard each; the last
+shard to finish writes OUTPUT/_SUCCESS (or run `dsc score --finalize --output OUTPUT
+--shard-count n`). --workers N instead runs every shard here, N at a time (shard count
+defaults to N). Rows that fail validation go to OUTPUT/_rejects/ with the reason.
+"""
+
 
 def register(sub: Any) -> None:
-    """Add this adapter's subcommands to the ``dsc`` parser."""
-    del sub  # commands arrive with the batch adapter
+    """Add ``dsc score`` to the ``dsc`` parser."""
+    p = sub.add_parser(
+        "score",
+        help="batch-score Parquet/CSV (a file or prefix, local or s3://) into Parquet parts",
+        description="Score every row of INPUT with NAME@REF into Parquet parts under OUTPUT.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", metavar="NAME@REF", help="e.g. churn@production")
+    p.add_argument("--input", metavar="URI", help="a file or prefix: path, file://, s3://")
+    p.add_argument("--output", metavar="URI", required=True, help="a directory or s3:// prefix")
+    p.add_argument("--shard-index", type=int, metavar="I", help="this shard (0-based)")
+    p.add_argument("--shard-count", type=int, metavar="N", help="shards in the run")
+    p.add_argument("--workers", type=int, metavar="N", help="run all shards in N processes")
+    p.add_argument(
+        "--key",
+        nargs="+",
+        action="extend",
+        metavar="COL",
+        help="key columns copied to the output (default: user_id when present)",
+    )
+    p.add_argument("--chunk-rows", type=int, default=100_000, metavar="N", help="rows per chunk")
+    p.add_argument("--format", choices=["parquet", "csv"], help="input format (default: suffix)")
+    p.add_argument(
+        "--finalize",
+        action="store_true",
+        help="only write OUTPUT/_SUCCESS from the shard manifests (fails if shards are missing)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit code. Raises :class:`~dscloud.errors.DscError`."""
+    from dscloud import batch
+
+    settings = cli_common.settings(
+        args,
+        shard_index=args.shard_index,
+        shard_count=args.shard_count,
+        workers=args.workers,
+    )
+    if args.finalize:
+        summary = batch.finalize(
+            batch.Location(args.output, s3_endpoint=settings.s3_endpoint), settings.shard_count
+        )
+        print(json.dumps(summary, indent=2))
+        return 0
+    if not args.model or not args.input:
+        raise ConfigError("dsc score needs NAME@REF and --input (or --finalize)")
+    workers = settings.workers
+    if workers > 1:
+        if args.shard_index is not None or settings.shard_index != 0:
+            raise ConfigError(
+                "--workers runs every shard of the run here; it cannot be combined with "
+                "--shard-index or AWS_BATCH_JOB_ARRAY_INDEX (use one or the other)"
+            )
+        count = settings.shard_count if settings.shard_count > 1 else workers
+        shards = None
+    else:
+        count = settings.shard_count
+        shards = [settings.shard_index]
+    job = batch.ScoreJob(
+        model=args.model,
+        archive=settings.archive,
+        input=args.input,
+        output=args.output,
+        shard_count=count,
+        keys=tuple(args.key) if args.key else None,
+        chunk_rows=args.chunk_rows,
+        format=args.format,
+        s3_endpoint=settings.s3_endpoint,
+        threads=settings.threads,
+    )
+    manifests = batch.run_local(job, workers=workers, shards=shards)
+    rows_in = sum(m.rows_in for m in manifests)
+    rows_out = sum(m.rows_out for m in manifests)
+    rejected = sum(m.rows_rejected for m in manifests)
+    which = (
+        f"shard {manifests[0].shard_index} of {count}" if shards is not None else f"{count} shards"
+    )
+    model = manifests[0].model if manifests else {}
+    print(
+        f"{which}: {rows_in:,} rows in, {rows_out:,} scored, {rejected:,} rejected "
+        f"with {model.get('name')}@{model.get('version')} -> {args.output}"
+    )
+    success = batch.read_success(batch.Location(args.output, s3_endpoint=settings.s3_endpoint))
+    if success is not None and success.get("plan") == (manifests[0].plan if manifests else None):
+        print(f"run complete: {args.output.rstrip('/')}/{batch.SUCCESS}")
+    elif shards is not None:
+        print("run not complete yet: other shards are still to finish", file=sys.stderr)
+    return 0

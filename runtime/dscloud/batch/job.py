@@ -1,0 +1,339 @@
+"""Score one shard of a run, or every shard of it in a local process pool.
+
+A shard plans (deterministically, see :mod:`dscloud.batch.plan`), loads and verifies the
+model once, streams its units chunk by chunk through the one scoring core, writes
+predictions and rejects to temporary files, publishes them, writes its manifest, and
+writes the run's ``_SUCCESS`` if it was the last shard to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import posixpath
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any, TextIO
+
+from dscloud.archive import Archive, Ref
+from dscloud.batch.locations import Location, list_inputs
+from dscloud.batch.manifest import (
+    SUCCESS,
+    ShardManifest,
+    finalize,
+    manifest_name,
+    now,
+    read_success,
+)
+from dscloud.batch.plan import ShardPlan
+from dscloud.batch.progress import Progress
+from dscloud.batch.reader import (
+    columns_for_scoring,
+    file_columns,
+    iter_chunks,
+    read_footer,
+    unit_rows,
+)
+from dscloud.batch.writer import (
+    PartWriter,
+    part_name,
+    prediction_table,
+    rejects_name,
+    rejects_table,
+)
+from dscloud.errors import ConfigError
+from dscloud.scorer import Scorer
+
+__all__ = ["DEFAULT_KEY", "ScoreJob", "plan_job", "run_local", "run_shard"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEY = "user_id"
+DEFAULT_CHUNK_ROWS = 100_000
+
+#: ``report(rows_done, rows_rejected, rows_total_or_None)`` after every chunk.
+Reporter = Callable[[int, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One batch-scoring run: which model, which input, where to, how many shards.
+
+    ``keys`` None means ``user_id`` when the input has it, else no key columns (each output
+    row then carries ``source_file`` and ``source_row``).
+    """
+
+    model: str
+    archive: str
+    input: str
+    output: str
+    shard_count: int = 1
+    keys: tuple[str, ...] | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    format: str | None = None
+    s3_endpoint: str | None = None
+    threads: int = 1
+    log_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.chunk_rows < 1:
+            raise ConfigError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
+        if self.format not in (None, "parquet", "csv"):
+            raise ConfigError(f"--format {self.format!r}: expected parquet or csv")
+
+    def location(self, uri: str) -> Location:
+        return Location(uri, s3_endpoint=self.s3_endpoint)
+
+
+def plan_job(job: ScoreJob) -> ShardPlan:
+    """The plan of ``job``'s input over ``job.shard_count`` shards (lists, reads footers).
+
+    Raises :class:`ConfigError` when the input holds no data files.
+    """
+    source = job.location(job.input)
+    files = list_inputs(source, format=job.format)
+    return ShardPlan.build(files, job.shard_count, footers=lambda f: read_footer(source, f))
+
+
+def load_scorer(job: ScoreJob) -> Scorer:
+    """The job's model, sha256-verified and golden-checked, ready to score."""
+    return Scorer(Archive.open(job.archive).load(job.model), threads=job.threads)
+
+
+def run_shard(
+    job: ScoreJob,
+    index: int,
+    *,
+    plan: ShardPlan | None = None,
+    scorer: Scorer | None = None,
+    report: Reporter | None = None,
+) -> ShardManifest:
+    """Score shard ``index`` of ``job`` and publish its part, rejects and manifest.
+
+    A shard whose manifest already records the same plan and model is not redone.
+    Returns the shard's manifest. Raises :class:`ConfigError` for a bad input (missing
+    columns, unknown keys) and :class:`~dscloud.errors.DataError` when data cannot be read
+    or written; nothing is published for a shard that fails.
+    """
+    started, t0 = now(), time.perf_counter()
+    plan = plan if plan is not None else plan_job(job)
+    units = plan.units_for(index)
+    scorer = scorer if scorer is not None else load_scorer(job)
+    model = {
+        "ref": job.model,
+        "name": scorer.name,
+        "version": scorer.version,
+        "sha256": scorer.sha256,
+    }
+    source, out = job.location(job.input), job.location(job.output)
+    done = _completed(out, index, plan, model)
+    if done is not None:
+        log.info("shard %d of %d already complete; not redone", index, plan.count)
+        finalize(out, plan.count, require=False)
+        return done
+    _forget_other_run(out, plan, model)
+    _clean_temporaries(out, index, plan.count)
+
+    keys = _keys(job, source, plan)
+    features = scorer.schema.names
+    columns = list(dict.fromkeys([*keys, *features]))
+    known = [unit_rows(source, u) for u in units]
+    total = None if any(r is None for r in known) else sum(r or 0 for r in known)
+    manifest = ShardManifest(
+        shard_index=index,
+        shard_count=plan.count,
+        plan=plan.fingerprint,
+        input=source.uri,
+        model=model,
+        units=[u.describe() for u in units],
+        keys=keys,
+        started_at=started,
+    )
+    part = PartWriter(out, out.join(part_name(index, plan.count)))
+    rejects = PartWriter(out, out.join(rejects_name(index, plan.count)))
+    seconds = {"read": 0.0, "score": 0.0, "write": 0.0}
+    try:
+        for unit in units:
+            chunks = iter_chunks(source, unit, columns, scorer.schema, job.chunk_rows)
+            while True:
+                t = time.perf_counter()
+                chunk = next(chunks, None)
+                seconds["read"] += time.perf_counter() - t
+                if chunk is None:
+                    break
+                t = time.perf_counter()
+                preds = scorer.score_columns(
+                    columns_for_scoring(chunk.batch, scorer.schema), chunk.num_rows
+                )
+                seconds["score"] += time.perf_counter() - t
+                t = time.perf_counter()
+                if len(preds):
+                    part.write(prediction_table(chunk, keys, preds))
+                if preds.rejects:
+                    rejects.write(rejects_table(chunk, keys, features, preds.rejects))
+                seconds["write"] += time.perf_counter() - t
+                manifest.rows_in += chunk.num_rows
+                manifest.rows_out += len(preds)
+                manifest.rows_rejected += len(preds.rejects)
+                if report is not None:
+                    report(manifest.rows_in, manifest.rows_rejected, total)
+        t = time.perf_counter()
+        manifest.part = _relative(out, part.commit())
+        manifest.rejects = _relative(out, rejects.commit())
+        seconds["write"] += time.perf_counter() - t
+    except BaseException:
+        part.abort()
+        rejects.abort()
+        raise
+    manifest.finished_at = now()
+    seconds["total"] = time.perf_counter() - t0
+    manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}
+    out.write_bytes(out.join(manifest_name(index, plan.count)), manifest.to_json())
+    finalize(out, plan.count, require=False)
+    out.tidy()
+    return manifest
+
+
+def _relative(location: Location, path: str | None) -> str | None:
+    return None if path is None else posixpath.relpath(path, location.path)
+
+
+def _completed(
+    out: Location, index: int, plan: ShardPlan, model: dict[str, Any]
+) -> ShardManifest | None:
+    try:
+        raw = out.read_bytes(out.join(manifest_name(index, plan.count)))
+    except FileNotFoundError:
+        return None
+    try:
+        previous = ShardManifest.from_json(raw)
+    except (ValueError, TypeError):
+        return None
+    if previous.plan != plan.fingerprint or previous.model.get("sha256") != model["sha256"]:
+        return None
+    published = [p for p in (previous.part, previous.rejects) if p]
+    if not all(out.exists(out.join(p)) for p in published):
+        return None
+    return previous
+
+
+def _forget_other_run(out: Location, plan: ShardPlan, model: dict[str, Any]) -> None:
+    """A ``_SUCCESS`` of a different run into this output is no longer true: remove it."""
+    success = read_success(out)
+    if success is None:
+        return
+    same = success.get("plan") == plan.fingerprint and (
+        success.get("model", {}).get("sha256") == model["sha256"]
+    )
+    if not same:
+        out.delete(out.join(SUCCESS))
+
+
+def _clean_temporaries(out: Location, index: int, count: int) -> None:
+    """Delete temporary files an earlier, killed attempt at this shard left behind."""
+    for final in (part_name(index, count), rejects_name(index, count)):
+        for path in out.temporaries(out.join(final)):
+            out.delete(path)
+
+
+def _keys(job: ScoreJob, source: Location, plan: ShardPlan) -> list[str]:
+    """The key columns: ``--key`` as given, else ``user_id`` if the first file has it."""
+    if job.keys is not None:
+        return list(job.keys)
+    if not plan.units:
+        return []
+    return [DEFAULT_KEY] if DEFAULT_KEY in file_columns(source, plan.units[0]) else []
+
+
+# -- a local process pool --------------------------------------------------------------------
+
+_shared: dict[str, Any] = {}
+
+
+def _init_worker(done: Any, rejected: Any, totals: Any) -> None:
+    _shared.update(done=done, rejected=rejected, totals=totals)
+
+
+def _worker(job: ScoreJob, index: int, plan: ShardPlan) -> ShardManifest:
+    scorer = _shared.get("scorer")
+    if scorer is None:
+        scorer = _shared["scorer"] = load_scorer(job)
+
+    def report(done: int, rejected: int, total: int | None) -> None:
+        _shared["done"][index] = done
+        _shared["rejected"][index] = rejected
+        _shared["totals"][index] = -1 if total is None else total
+
+    return run_shard(job, index, plan=plan, scorer=scorer, report=report)
+
+
+def pin_model(job: ScoreJob) -> ScoreJob:
+    """``job`` with its model alias resolved to a version, so every shard scores the same."""
+    ref = Ref.parse(job.model)
+    version = Archive.open(job.archive).resolve(ref)
+    return replace(job, model=f"{ref.name}@{version}")
+
+
+def run_local(
+    job: ScoreJob,
+    *,
+    workers: int,
+    shards: Sequence[int] | None = None,
+    stream: TextIO | None = None,
+    tty: bool | None = None,
+) -> list[ShardManifest]:
+    """Run ``shards`` (default: all) of ``job`` on ``workers`` local processes.
+
+    The model alias is resolved once, the plan is built once, and every shard's progress
+    is shown as one bar. Returns the shards' manifests in index order; raises the first
+    shard's error.
+    """
+    job = pin_model(job)
+    plan = plan_job(job)
+    indices = list(range(job.shard_count)) if shards is None else list(shards)
+    progress = Progress(None, stream=stream, tty=tty, interval=job.log_seconds)
+    if workers <= 1:
+        scorer = load_scorer(job)
+        finished: list[ShardManifest] = []
+        base = {"done": 0, "rejected": 0}
+
+        def report(done: int, rejected: int, total: int | None) -> None:
+            progress.update(base["done"] + done, base["rejected"] + rejected)
+
+        for i in indices:
+            m = run_shard(job, i, plan=plan, scorer=scorer, report=report)
+            base["done"] += m.rows_in
+            base["rejected"] += m.rows_rejected
+            finished.append(m)
+        progress.close()
+        return finished
+
+    ctx = mp.get_context("spawn")
+    done = ctx.Array("q", job.shard_count, lock=False)
+    rejected = ctx.Array("q", job.shard_count, lock=False)
+    totals = ctx.Array("q", [-1] * job.shard_count, lock=False)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(indices)) or 1,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(done, rejected, totals),
+    ) as pool:
+        futures: list[Future[ShardManifest]] = [pool.submit(_worker, job, i, plan) for i in indices]
+        pending: set[Future[ShardManifest]] = set(futures)
+        while pending:
+            finished_now, pending = wait(
+                pending, timeout=progress.interval, return_when=FIRST_EXCEPTION
+            )
+            for f in finished_now:
+                if f.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise f.exception()  # type: ignore[misc]
+            total = None if any(totals[i] < 0 for i in indices) else sum(totals[i] for i in indices)
+            progress.update(
+                sum(done[i] for i in indices), sum(rejected[i] for i in indices), total=total
+            )
+        progress.close()
+        return [f.result() for f in futures]

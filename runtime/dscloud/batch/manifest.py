@@ -1,0 +1,182 @@
+"""The record of a run: one manifest per shard, and ``_SUCCESS`` once every shard is done.
+
+Array-job children cannot talk to each other, so each shard, after publishing its part,
+writes ``_manifests/shard-00003-of-00010.json`` (its commit record: units, part, rows
+in/out/rejected, model, timings). It then lists ``_manifests/``: whoever finds all ``n``
+present writes the run's ``_SUCCESS``. S3 lists are strongly consistent, so of the last
+shards to finish at least one sees the others; if two do, both write the same summary.
+``dsc score --finalize`` does the same on demand (for example as a dependent job) and
+fails, naming the missing shards, if some have not finished.
+
+``_SUCCESS`` refuses to appear when shards disagree on the plan (the input changed between
+children) or on the model (an alias moved mid-run): the message says which shards to re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dscloud.batch.locations import Location
+from dscloud.errors import ConfigError, DataError
+
+__all__ = ["SUCCESS", "ShardManifest", "finalize", "manifest_name", "read_success"]
+
+SUCCESS = "_SUCCESS"
+MANIFESTS = "_manifests"
+_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.json$")
+
+
+def manifest_name(index: int, count: int) -> str:
+    return posixpath.join(MANIFESTS, f"shard-{index:05d}-of-{count:05d}.json")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ShardManifest:
+    """What one shard did. Paths are relative to the output location."""
+
+    shard_index: int
+    shard_count: int
+    plan: str
+    input: str
+    model: dict[str, Any]
+    units: list[str] = field(default_factory=list)
+    part: str | None = None
+    rejects: str | None = None
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    keys: list[str] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ShardManifest:
+        return cls(**json.loads(raw))
+
+
+def read_manifests(location: Location, count: int) -> dict[int, ShardManifest]:
+    """The shard manifests of a ``count``-shard run present at ``location``, by index."""
+    found: dict[int, ShardManifest] = {}
+    for info in location.files(location.join(MANIFESTS)):
+        match = _NAME.search(info.path)
+        if match is None or int(match.group(2)) != count:
+            continue
+        try:
+            found[int(match.group(1))] = ShardManifest.from_json(location.read_bytes(info.path))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{location.uri_of(info.path)}: not a shard manifest ({exc})") from exc
+    return found
+
+
+def finalize(location: Location, count: int, *, require: bool = True) -> dict[str, Any] | None:
+    """Write ``_SUCCESS`` when all ``count`` shards have manifests; returns its content.
+
+    With ``require`` False, returns None when shards are still missing (the last shard to
+    finish writes it). Raises :class:`ConfigError` when shards are missing (``require``) or
+    disagree on the plan or the model.
+    """
+    manifests = read_manifests(location, count)
+    missing = [i for i in range(count) if i not in manifests]
+    if missing:
+        if not require:
+            return None
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise ConfigError(
+            f"{location.uri}: {len(missing)} of {count} shards have not finished "
+            f"(no manifest for shard {shown}); run them, then finalize again"
+        )
+    shards = [manifests[i] for i in range(count)]
+    _agree(location, shards, "plan", lambda m: m.plan, "the input changed between shards")
+    _agree(
+        location,
+        shards,
+        "model",
+        lambda m: m.model.get("sha256"),
+        "the model alias moved during the run; pin a version (NAME@VERSION)",
+    )
+    first = shards[0]
+    started = min(m.started_at for m in shards)
+    finished = max(m.finished_at for m in shards)
+    summary: dict[str, Any] = {
+        "status": "complete",
+        "input": first.input,
+        "output": location.uri,
+        "model": first.model,
+        "plan": first.plan,
+        "shard_count": count,
+        "keys": first.keys,
+        "rows": {
+            "in": sum(m.rows_in for m in shards),
+            "out": sum(m.rows_out for m in shards),
+            "rejected": sum(m.rows_rejected for m in shards),
+        },
+        "parts": [{"path": m.part, "rows": m.rows_out} for m in shards if m.part],
+        "rejects": [{"path": m.rejects, "rows": m.rows_rejected} for m in shards if m.rejects],
+        "timings": {
+            "started_at": started,
+            "finished_at": finished,
+            "wall_seconds": round(_seconds_between(started, finished), 3),
+            "shard_seconds": round(sum(m.seconds.get("total", 0.0) for m in shards), 3),
+        },
+        "finalized_at": now(),
+        "shards": [
+            {
+                "index": m.shard_index,
+                "rows_in": m.rows_in,
+                "rows_out": m.rows_out,
+                "rows_rejected": m.rows_rejected,
+                "seconds": m.seconds.get("total", 0.0),
+            }
+            for m in shards
+        ],
+    }
+    location.write_bytes(location.join(SUCCESS), (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def read_success(location: Location) -> dict[str, Any] | None:
+    """The run summary in ``_SUCCESS``, or None when the run has not completed."""
+    try:
+        raw = location.read_bytes(location.join(SUCCESS))
+    except FileNotFoundError:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{location.uri}/{SUCCESS}: not a run summary ({exc})") from exc
+    return data
+
+
+def _agree(location: Location, shards: list[ShardManifest], what: str, key: Any, why: str) -> None:
+    values: dict[Any, list[int]] = {}
+    for m in shards:
+        values.setdefault(key(m), []).append(m.shard_index)
+    if len(values) > 1:
+        groups = "; ".join(f"{v}: shards {ix[:10]}" for v, ix in values.items())
+        raise ConfigError(
+            f"{location.uri}: shards disagree on the {what} ({why}): {groups}. "
+            "Re-run the shards in the minority, then finalize."
+        )
+
+
+def _seconds_between(start: str, end: str) -> float:
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    try:
+        return (parse(end) - parse(start)).total_seconds()
+    except ValueError:
+        return 0.0
