@@ -1,12 +1,69 @@
-"""`dsc` commands of the serve adapter (registered by :mod:`dscloud.cli`)."""
+"""`dsc serve`: the serve adapter's command (registered by :mod:`dscloud.cli`).
+
+The web framework is imported only when the command runs, so ``dsc`` works in an
+installation without the ``serve`` extra.
+"""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
+
+from dscloud import cli_common
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Add this adapter's subcommands to the ``dsc`` parser."""
-    del sub  # commands arrive with the serve adapter
+    """Add ``dsc serve`` to the ``dsc`` parser."""
+    p = sub.add_parser(
+        "serve",
+        help="serve models over HTTP (Open Inference Protocol v2, SageMaker /invocations)",
+        description=(
+            "Serve models over HTTP until SIGTERM. Each NAME@ALIAS follows its alias: the "
+            "archive is polled and a new version is swapped in once it verifies. With "
+            "several models, /invocations picks one by ?model=NAME or the X-Dsc-Model header."
+        ),
+    )
+    p.add_argument(
+        "refs",
+        nargs="*",
+        metavar="NAME@REF",
+        help="NAME@ALIAS, NAME@VERSION, NAME (latest) or an artifact directory "
+        "(default: $DSC_MODELS)",
+    )
+    p.add_argument("--host", help="address to bind (default: $DSC_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: $DSC_PORT or 8080)")
+    p.add_argument("--workers", type=int, help="processes (default: $DSC_WORKERS or 1)")
+    p.add_argument(
+        "--threads", type=int, help="ONNX Runtime threads per model (default: $DSC_THREADS or 1)"
+    )
+    p.add_argument(
+        "--refresh-seconds",
+        type=float,
+        help="how often to check aliases, 0 to never (default: $DSC_REFRESH_SECONDS or 30)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="largest request body (default: $DSC_MAX_BODY_BYTES or 16 MiB)",
+    )
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dscloud.server.run import serve
+
+    serve(
+        cli_common.settings(
+            args,
+            models=args.refs or None,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            threads=args.threads,
+            refresh_seconds=args.refresh_seconds,
+            max_body_bytes=args.max_body_bytes,
+        )
+    )
+    return 0

@@ -259,9 +259,9 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
             for i in range(len(values))
         }
     elif all(type(v) is float or type(v) is int for v in values) and (
-        (array := _as_array(values, dtype)) is not None
+        (fast := _as_array(values, dtype)) is not None
     ):
-        pass
+        array = fast
     else:
         array = np.zeros(len(values), dtype=dtype)
         for i, v in enumerate(values):
@@ -292,7 +292,7 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
     return array, bad
 
 
-def _as_array(values: Sequence[Any], dtype: Any) -> Array | None:
+def _as_array(values: Sequence[Any] | Array, dtype: Any) -> Array | None:
     """``values`` as an array, or None when some int is out of range (JSON allows any)."""
     try:
         return np.asarray(values, dtype=dtype)

@@ -1,0 +1,327 @@
+"""The ASGI app: routes, the one table from runtime errors to HTTP answers, access logs.
+
+Endpoints only decode (:mod:`dscloud.server.protocols`), call the scoring core and encode;
+they never touch onnxruntime. Each request reads ``live.scorer`` once, so an alias swap on
+the polling thread gives it either the old scorer or the new one, never a mix.
+
+Small requests are scored on the event loop (a thread hop costs more than scoring one
+row); bodies above :data:`INLINE_BYTES` go to a worker thread so health checks and small
+requests keep flowing meanwhile (ONNX Runtime releases the GIL while it runs).
+
+For ``uvicorn --workers N`` the app is built per process by :func:`app_from_env`, an
+import-string factory that reads :class:`~dscloud.settings.Settings` from the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dscloud import __version__
+from dscloud.archive import Archive
+from dscloud.errors import DscError, NotFoundError, PayloadTooLargeError, SchemaError
+from dscloud.live import LiveModel, ModelSet
+from dscloud.scorer import Scorer
+from dscloud.server import protocols
+from dscloud.server.logs import configure_logging
+from dscloud.server.metrics import Metrics
+from dscloud.server.openapi import openapi
+from dscloud.settings import Settings
+
+__all__ = ["INLINE_BYTES", "MODEL_HEADER", "app_from_env", "create_app"]
+
+log = logging.getLogger("dscloud.server")
+access = logging.getLogger("dscloud.server.access")
+
+#: Bodies up to this size are decoded and scored on the event loop itself.
+INLINE_BYTES = 64 * 1024
+#: Header choosing the model of ``POST /invocations`` when several are served.
+MODEL_HEADER = "x-dsc-model"
+JSON = "application/json"
+
+
+@dataclass
+class Exchange:
+    """What one request touched, for its metrics and its log line."""
+
+    endpoint: str
+    scorer: Scorer | None = None
+    rows: int = 0
+    error: str | None = None
+
+
+Handler = Callable[[Request, Exchange], Awaitable[Response]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
+
+
+def _model_headers(scorer: Scorer) -> dict[str, str]:
+    return {
+        "x-model-name": scorer.name,
+        "x-model-version": str(scorer.version),
+        "x-model-sha256": scorer.sha256,
+    }
+
+
+def error_response(exc: Exception, exchange: Exchange) -> Response:
+    """The one place a runtime error becomes an HTTP answer.
+
+    A :class:`DscError` answers with its ``status`` and message (plus the offending field
+    and the model's expected schema for input errors); anything else is a bug of ours: a
+    500 with no internals, and a traceback in the log.
+    """
+    if isinstance(exc, DscError):
+        status = exc.status
+        body: dict[str, Any] = {"error": exc.message}
+        if isinstance(exc, SchemaError):
+            body["field"] = exc.field
+            body["row"] = exc.row
+            if exchange.scorer is not None:
+                body["expected"] = exchange.scorer.schema.describe()
+    elif isinstance(exc, HTTPException):
+        status, body = exc.status_code, {"error": exc.detail}
+    else:
+        log.error("internal error on %s", exchange.endpoint, exc_info=exc)
+        status, body = 500, {"error": "internal server error; the details are in the server log"}
+    exchange.error = body["error"]
+    headers = _model_headers(exchange.scorer) if exchange.scorer is not None else None
+    return _json(body, status, headers)
+
+
+class ModelServer:
+    """The endpoints of one process, over a :class:`ModelSet`."""
+
+    def __init__(self, models: ModelSet, settings: Settings) -> None:
+        self.models = models
+        self.settings = settings
+        self.metrics = Metrics(worker_label=settings.workers > 1)
+        self._openapi = orjson.dumps(openapi(sorted(models.models)))
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def route(self, path: str, handler: Handler, endpoint: str, methods: list[str]) -> Route:
+        """A route whose errors, metrics and access log all go through one wrapper."""
+
+        async def run(request: Request) -> Response:
+            started = time.perf_counter()
+            exchange = Exchange(endpoint)
+            try:
+                response = await handler(request, exchange)
+            except Exception as exc:
+                response = error_response(exc, exchange)
+            self._observe(request, exchange, response.status_code, started)
+            return response
+
+        return Route(path, run, methods=methods, name=endpoint)
+
+    def _observe(self, request: Request, exchange: Exchange, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        scorer = exchange.scorer
+        model = scorer.name if scorer is not None else ""
+        version = str(scorer.version) if scorer is not None else ""
+        self.metrics.observe(exchange.endpoint, model, version, status, seconds, exchange.rows)
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "path": request.url.path,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+        }
+        if scorer is not None:
+            fields.update(model=model, version=scorer.version, rows=exchange.rows)
+        if exchange.error is not None:
+            fields["error"] = exchange.error
+        access.info("request", extra=fields)
+
+    async def not_routed(self, request: Request, exc: Exception) -> Response:
+        """404 / 405 from the router, in the same shape as every other error."""
+        exchange = Exchange("unrouted")
+        response = error_response(exc, exchange)
+        self._observe(request, exchange, response.status_code, time.perf_counter())
+        return response
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it passes the limit."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(
+                f"body of {declared} bytes exceeds the limit of {limit} bytes "
+                "(DSC_MAX_BODY_BYTES); send fewer rows per request"
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"body exceeds the limit of {limit} bytes (DSC_MAX_BODY_BYTES); "
+                    "send fewer rows per request"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def live(self, name: str, version: str | None = None) -> LiveModel:
+        live = self.models.get(name)
+        if version is not None and version != str(live.scorer.version):
+            raise NotFoundError(
+                f"model {name!r} is serving version {live.scorer.version}, not {version!r}"
+            )
+        return live
+
+    # -- health and metadata --------------------------------------------------------------
+
+    async def health_live(self, request: Request, exchange: Exchange) -> Response:
+        return _json({"live": True})
+
+    async def health_ready(self, request: Request, exchange: Exchange) -> Response:
+        # Every model in the set was loaded and replayed its goldens before we were built.
+        return _json({"ready": True})
+
+    async def server_metadata(self, request: Request, exchange: Exchange) -> Response:
+        models = [
+            {"name": m.scorer.name, "version": str(m.scorer.version), "sha256": m.scorer.sha256}
+            for m in self.models.models.values()
+        ]
+        return _json(
+            {"name": "dscloud", "version": __version__, "extensions": [], "models": models}
+        )
+
+    async def model_metadata(self, request: Request, exchange: Exchange) -> Response:
+        params = request.path_params
+        live = self.live(params["name"], params.get("version"))
+        scorer = exchange.scorer = live.scorer
+        body = protocols.model_metadata(scorer, ref=str(live.ref), last_error=live.last_error)
+        return _json(body, headers=_model_headers(scorer))
+
+    async def model_ready(self, request: Request, exchange: Exchange) -> Response:
+        params = request.path_params
+        scorer = exchange.scorer = self.live(params["name"], params.get("version")).scorer
+        return _json({"name": scorer.name, "ready": True}, headers=_model_headers(scorer))
+
+    async def ping(self, request: Request, exchange: Exchange) -> Response:
+        return _json({"status": "ok"})
+
+    async def prometheus(self, request: Request, exchange: Exchange) -> Response:
+        text = self.metrics.render(self.models.models.values())
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi_json(self, request: Request, exchange: Exchange) -> Response:
+        return Response(self._openapi, media_type=JSON)
+
+    # -- scoring --------------------------------------------------------------------------
+
+    async def infer(self, request: Request, exchange: Exchange) -> Response:
+        params = request.path_params
+        scorer = exchange.scorer = self.live(params["name"], params.get("version")).scorer
+        body = await self.body(request)
+
+        def work() -> bytes:
+            batch = protocols.decode_infer(protocols.loads(body), scorer.schema)
+            exchange.rows = batch.n_rows
+            preds = scorer.score_columns(batch.columns, batch.n_rows)
+            preds.raise_for_rejects()
+            return protocols.encode_infer(preds, scorer, batch)
+
+        answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
+        return Response(answer, media_type=JSON, headers=_model_headers(scorer))
+
+    async def invocations(self, request: Request, exchange: Exchange) -> Response:
+        scorer = exchange.scorer = self._invocation_model(request).scorer
+        body = await self.body(request)
+        content_type = request.headers.get("content-type", "")
+
+        def work() -> bytes:
+            batch = protocols.decode_invocations(body, content_type, scorer.schema)
+            exchange.rows = batch.n_rows
+            preds = scorer.score_columns(batch.columns, batch.n_rows)
+            preds.raise_for_rejects()
+            return protocols.encode_invocations(preds, scorer)
+
+        answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
+        return Response(answer, media_type=JSON, headers=_model_headers(scorer))
+
+    def _invocation_model(self, request: Request) -> LiveModel:
+        name = request.query_params.get("model") or request.headers.get(MODEL_HEADER)
+        if name:
+            return self.models.get(name)
+        if len(self.models.models) == 1:
+            return next(iter(self.models.models.values()))
+        raise NotFoundError(
+            f"several models are served here ({sorted(self.models.models)}); choose one with "
+            "?model=NAME or the X-Dsc-Model header"
+        )
+
+    # -- the app --------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        """The Starlette app; its lifespan starts and stops alias polling."""
+        get, post = ["GET"], ["POST"]
+        r = self.route
+        routes = [
+            r("/v2", self.server_metadata, "server_metadata", get),
+            r("/v2/health/live", self.health_live, "health_live", get),
+            r("/v2/health/ready", self.health_ready, "health_ready", get),
+            r("/v2/models/{name}", self.model_metadata, "model_metadata", get),
+            r("/v2/models/{name}/versions/{version}", self.model_metadata, "model_metadata", get),
+            r("/v2/models/{name}/ready", self.model_ready, "model_ready", get),
+            r("/v2/models/{name}/versions/{version}/ready", self.model_ready, "model_ready", get),
+            r("/v2/models/{name}/infer", self.infer, "infer", post),
+            r("/v2/models/{name}/versions/{version}/infer", self.infer, "infer", post),
+            r("/ping", self.ping, "ping", get),
+            r("/invocations", self.invocations, "invocations", post),
+            r("/metrics", self.prometheus, "metrics", get),
+            r("/openapi.json", self.openapi_json, "openapi", get),
+        ]
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            self.models.start(self.settings.refresh_seconds)
+            log.info(
+                "serving",
+                extra={
+                    "models": {
+                        m.scorer.name: m.scorer.version for m in self.models.models.values()
+                    },
+                    "refresh_seconds": self.settings.refresh_seconds,
+                },
+            )
+            try:
+                yield
+            finally:
+                self.models.stop()
+
+        return Starlette(
+            routes=routes,
+            lifespan=lifespan,
+            exception_handlers={HTTPException: self.not_routed},
+        )
+
+
+def create_app(models: ModelSet, settings: Settings) -> Starlette:
+    """The ASGI app serving ``models`` (already loaded and verified)."""
+    return ModelServer(models, settings).app()
+
+
+def app_from_env() -> Starlette:
+    """Uvicorn's app factory (``dscloud.server.app:app_from_env``, ``factory=True``).
+
+    Reads settings from the environment, loads and verifies every model; raises
+    :class:`~dscloud.errors.DscError` if one cannot be served.
+    """
+    configure_logging()
+    settings = Settings.from_env()
+    models = ModelSet(Archive.open(settings.archive), settings.models, threads=settings.threads)
+    return create_app(models, settings)
