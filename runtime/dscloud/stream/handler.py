@@ -1,0 +1,436 @@
+"""The Lambda handler of the online path: a batch of Kinesis records in, predictions out.
+
+Record format (one per Kinesis record; Lambda delivers ``data`` base64-encoded)::
+
+    {"entity_id": "u00000042", "features": {column: value, ...}, "event_time": ISO-8601}
+
+See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
+
+1. **Decode** every record. Bad base64, bad JSON or a wrong shape is a *reject*.
+2. **Score** every decoded record in **one** ONNX call (:meth:`Scorer.score_records`). A row
+   the model's schema refuses is a *reject* with the schema's reason.
+3. **Write** the newest prediction per entity to the DynamoDB table with a conditional put
+   (why not ``BatchWriteItem``: :mod:`dscloud.stream.sinks`). An older ``event_time`` never
+   replaces a newer one; a stale write counts as done. Records superseded inside the batch
+   by a newer one for the same entity are done too.
+4. **Output** (optional): put the written predictions on a Kinesis stream.
+5. **Reject**: send rejects to the SQS queue with the reason and the original payload;
+   they count as handled, so one poison record never blocks the shard.
+6. **Report** transient failures (throttling, timeouts, any AWS error) as
+   ``batchItemFailures`` keyed by sequence number, so Lambda retries them.
+
+Why Powertools' ``BatchProcessor`` sees the records only at the end: it calls a record
+handler once per record, but all valid records must be scored together (one ONNX call
+is what makes 1,000 records cost milliseconds). So steps 1-5 run over the whole batch
+first and leave an outcome per sequence number; ``process_partial_response`` then walks
+the records with a record handler that raises each failed record's error, and builds the
+``batchItemFailures`` response, its logging and its edge cases (an empty failure list, the
+Kinesis item identifier) exactly as Powertools does for every other user.
+``raise_on_entire_batch_failure`` is off: a batch whose every write was throttled is
+reported item by item and retried, rather than raised, which would make Lambda bisect a
+batch that has nothing wrong with it. A crash (an exception out of scoring itself) still
+raises, and the event source mapping bisects to isolate the record that causes it.
+
+Lambda resumes a Kinesis shard at the *lowest* failed sequence number and redelivers every
+record after it. So side effects stop at the first failure: predictions, outputs and
+rejects after it are left for the redelivery (their outcome is ``deferred``) rather than
+sent twice. Predictions before it were written with idempotent conditional puts. A rejects
+queue whose URL ends in ``.fifo`` also deduplicates by record id, which covers a crash
+after sending.
+
+Errors are mapped in one place, :func:`classify`: a :class:`~dscloud.errors.SchemaError`
+(including :class:`~dscloud.errors.PayloadError`) can never succeed and is a reject;
+everything else is worth a retry.
+
+The model is loaded once per container on the first invocation (resolving the alias and
+replaying the goldens, like the server) and the alias is re-resolved every
+``DSC_REFRESH_SECONDS``. AWS clients are injected (:meth:`StreamScorer.from_settings` makes
+them only when not given), never created at import time.
+"""
+
+from __future__ import annotations
+
+import binascii
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
+    KinesisStreamRecord,
+)
+
+from dscloud.archive import Archive
+from dscloud.errors import ConfigError, PayloadError, SchemaError
+from dscloud.live import LiveModel
+from dscloud.settings import Settings
+from dscloud.stream.records import StreamEvent, parse_payload
+from dscloud.stream.sinks import (
+    STALE,
+    WRITTEN,
+    OutputStream,
+    Prediction,
+    PredictionTable,
+    Reject,
+    RejectsQueue,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+__all__ = ["StreamScorer", "classify", "configure", "handler", "logger", "metrics"]
+
+logger = Logger(service="dscloud-stream")
+metrics = Metrics(namespace="dscloud", service="stream")
+
+#: Seconds kept in hand before Lambda's timeout: in-invocation retries stop before it.
+TIMEOUT_MARGIN = 2.0
+
+REJECT, RETRY = "reject", "retry"
+
+
+def classify(exc: BaseException) -> str:
+    """``"reject"`` for errors no retry can fix (the record itself is wrong), else ``"retry"``."""
+    return REJECT if isinstance(exc, SchemaError) else RETRY
+
+
+@dataclass
+class _Slot:
+    """One record's way through the batch."""
+
+    record: KinesisStreamRecord
+    event: StreamEvent | None = None
+    error: Exception | None = None  # a reject reason or a transient failure
+    prediction: Prediction | None = None
+    outcome: str = ""  # written, stale, superseded, rejected, failed, deferred
+
+    @property
+    def sequence_number(self) -> str:
+        return self.record.kinesis.sequence_number
+
+    @property
+    def shard_id(self) -> str:
+        return self.record.event_id.split(":", 1)[0]
+
+
+class StreamScorer:
+    """Scores Kinesis batches with one live model and writes the results to the sinks."""
+
+    def __init__(
+        self,
+        live: LiveModel,
+        *,
+        table: PredictionTable,
+        rejects: RejectsQueue,
+        output: OutputStream | None = None,
+        refresh_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.live = live
+        self.table = table
+        self.rejects = rejects
+        self.output = output
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self._refreshed_at = clock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        dynamodb: DynamoDBClient | None = None,
+        sqs: SQSClient | None = None,
+        kinesis: KinesisClient | None = None,
+        s3: S3Client | None = None,
+    ) -> StreamScorer:
+        """Load the model (verified, goldens replayed) and wire the sinks.
+
+        Clients not given are made with boto3 (which honours ``AWS_ENDPOINT_URL``).
+        Raises :class:`ConfigError` for missing settings and the archive's errors when the
+        model cannot be loaded.
+        """
+        if len(settings.models) != 1:
+            raise ConfigError(
+                f"the stream scores with exactly one model; DSC_MODELS={' '.join(settings.models)!r}"
+                " (e.g. DSC_MODELS=churn@production)"
+            )
+        if not settings.predictions_table:
+            raise ConfigError("DSC_PREDICTIONS_TABLE is not set: the table predictions go to")
+        if not settings.rejects_queue_url:
+            raise ConfigError("DSC_REJECTS_QUEUE_URL is not set: the SQS queue rejects go to")
+        if dynamodb is None or sqs is None or (kinesis is None and settings.output_stream):
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=2,
+                read_timeout=5,
+            )
+            dynamodb = dynamodb or boto3.client("dynamodb", config=config)
+            sqs = sqs or boto3.client("sqs", config=config)
+            if settings.output_stream and kinesis is None:
+                kinesis = boto3.client("kinesis", config=config)
+        archive = Archive.open(settings.archive, s3_client=s3)
+        live = LiveModel(archive, settings.models[0], threads=settings.threads)
+        logger.info(
+            "model loaded",
+            extra={"model": live.scorer.name, "version": live.scorer.version, "ref": str(live.ref)},
+        )
+        output = None
+        if settings.output_stream and kinesis is not None:
+            output = OutputStream(kinesis, settings.output_stream)
+        return cls(
+            live,
+            table=PredictionTable(dynamodb, settings.predictions_table),
+            rejects=RejectsQueue(sqs, settings.rejects_queue_url),
+            output=output,
+            refresh_seconds=settings.refresh_seconds,
+        )
+
+    # -- one invocation ----------------------------------------------------------------
+
+    def handle(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """Process one Kinesis event; returns ``{"batchItemFailures": [...]}``.
+
+        Raises only when scoring itself fails (the event source mapping then bisects).
+        """
+        raw = list(event.get("Records") or [])
+        if not raw:
+            return {"batchItemFailures": []}
+        self.refresh()
+        slots = [_Slot(KinesisStreamRecord(r)) for r in raw]
+        self.process(slots, deadline=_deadline(context))
+        failed = {s.sequence_number: s.error for s in slots if s.outcome == "failed"}
+
+        def record_handler(record: KinesisStreamRecord) -> None:
+            error = failed.get(record.kinesis.sequence_number)
+            if error is not None:
+                raise error
+
+        processor = BatchProcessor(
+            event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False
+        )
+        response = process_partial_response(
+            event=dict(event), record_handler=record_handler, processor=processor, context=context
+        )
+        self._record_metrics(slots)
+        return dict(response)
+
+    def refresh(self) -> None:
+        """Re-resolve the alias when ``refresh_seconds`` have passed (0 disables)."""
+        if self.refresh_seconds > 0 and self.clock() - self._refreshed_at >= self.refresh_seconds:
+            self._refreshed_at = self.clock()
+            self.live.refresh()
+
+    def process(self, slots: Sequence[_Slot], *, deadline: float | None = None) -> None:
+        """Decode, score, write, output and reject; leaves an ``outcome`` on every slot."""
+        for slot in slots:
+            self._decode(slot)
+        self._score([s for s in slots if s.event is not None])
+        winners = _newest_per_entity(slots)
+        cutoff = len(slots)  # index of the first failure: nothing is sent from there on
+
+        results = self.table.write(
+            [s.prediction for s in winners if s.prediction], deadline=deadline
+        )
+        for slot, result in zip(winners, results, strict=True):
+            if isinstance(result, Exception):
+                slot.error, slot.outcome = result, "failed"
+            else:
+                slot.outcome = result
+        cutoff = _first_failure(slots, cutoff)
+
+        if self.output is not None:
+            out = [s for s in slots[:cutoff] if s.outcome == WRITTEN]
+            for slot, error in zip(
+                out, self.output.put([s.prediction for s in out if s.prediction]), strict=True
+            ):
+                if error is not None:
+                    slot.error, slot.outcome = error, "failed"
+            cutoff = _first_failure(slots, cutoff)
+
+        rejected = [s for s in slots[:cutoff] if s.outcome == "rejected"]
+        sent = self.rejects.send([self._reject(s) for s in rejected])
+        for slot, error in zip(rejected, sent, strict=True):
+            if error is not None:
+                slot.error, slot.outcome = error, "failed"
+        cutoff = _first_failure(slots, cutoff)
+        for slot in slots[cutoff:]:
+            if slot.outcome != "failed":
+                slot.outcome = "deferred"  # redelivered from the first failure on
+
+    def _decode(self, slot: _Slot) -> None:
+        try:
+            try:
+                data = slot.record.kinesis.data_as_bytes()
+            except (binascii.Error, ValueError) as exc:
+                raise PayloadError(f"record data is not base64 ({exc})") from None
+            slot.event = parse_payload(data)
+        except Exception as exc:
+            self._fail(slot, exc)
+
+    def _score(self, slots: Sequence[_Slot]) -> None:
+        if not slots:
+            return
+        scorer = self.live.scorer
+        preds = scorer.score_records([s.event.features for s in slots if s.event is not None])
+        for row, reason in preds.rejects.items():
+            self._fail(slots[row], SchemaError(reason, row=row))
+        classes = preds.classes
+        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for i, row in enumerate(preds.rows.tolist()):
+            slot = slots[row]
+            assert slot.event is not None
+            outputs = preds.row(i)
+            slot.prediction = Prediction(
+                entity_id=slot.event.entity_id,
+                event_time=slot.event.event_time,
+                outputs=outputs,
+                score=_score_of(outputs, classes),
+                classes=classes,
+                model=scorer.name,
+                version=scorer.version,
+                sha256=scorer.sha256,
+                shard_id=slot.shard_id,
+                sequence_number=slot.sequence_number,
+                scored_at=scored_at,
+            )
+
+    def _fail(self, slot: _Slot, exc: Exception) -> None:
+        """The one place errors become outcomes."""
+        slot.error = exc
+        slot.outcome = "rejected" if classify(exc) == REJECT else "failed"
+
+    def _reject(self, slot: _Slot) -> Reject:
+        kinesis = slot.record.kinesis
+        try:
+            payload = kinesis.data_as_bytes()
+        except (binascii.Error, ValueError):
+            payload = kinesis.data.encode()
+        scorer = self.live.scorer
+        return Reject(
+            reason=str(slot.error),
+            payload=payload,
+            event_source_arn=slot.record.event_source_arn,
+            shard_id=slot.shard_id,
+            sequence_number=kinesis.sequence_number,
+            partition_key=kinesis.partition_key,
+            approximate_arrival_timestamp=kinesis.approximate_arrival_timestamp,
+            entity_id=slot.event.entity_id if slot.event else None,
+            model={"name": scorer.name, "version": scorer.version, "sha256": scorer.sha256},
+        )
+
+    def _record_metrics(self, slots: Sequence[_Slot]) -> None:
+        counts: dict[str, int] = {}
+        for slot in slots:
+            counts[slot.outcome] = counts.get(slot.outcome, 0) + 1
+        metrics.add_metric(name="RecordsReceived", unit=MetricUnit.Count, value=len(slots))
+        for outcome, name in [
+            (WRITTEN, "PredictionsWritten"),
+            (STALE, "PredictionsStale"),
+            ("superseded", "RecordsSuperseded"),
+            ("rejected", "RecordsRejected"),
+            ("failed", "RecordsFailed"),
+            ("deferred", "RecordsDeferred"),
+        ]:
+            if counts.get(outcome):
+                metrics.add_metric(name=name, unit=MetricUnit.Count, value=counts[outcome])
+        logger.info(
+            "batch processed",
+            extra={
+                "records": len(slots),
+                "outcomes": counts,
+                "model": self.live.scorer.name,
+                "version": self.live.scorer.version,
+            },
+        )
+        for slot in slots:
+            if slot.outcome == "rejected":
+                logger.warning(
+                    "record rejected",
+                    extra={"sequence_number": slot.sequence_number, "reason": str(slot.error)},
+                )
+
+
+def _newest_per_entity(slots: Sequence[_Slot]) -> list[_Slot]:
+    """Scored slots that carry their entity's newest event; the others are superseded."""
+    newest: dict[str, tuple[str, int]] = {}
+    for i, slot in enumerate(slots):
+        if slot.prediction is None:
+            continue
+        # Same event_time: the later record (higher sequence number) wins, as in the table.
+        candidate = (slot.prediction.event_time, i)
+        newest[slot.prediction.entity_id] = max(
+            newest.get(slot.prediction.entity_id, candidate), candidate
+        )
+    keep = {i for _, i in newest.values()}
+    for i, slot in enumerate(slots):
+        if slot.prediction is not None and i not in keep:
+            slot.outcome = "superseded"
+    return [slots[i] for i in sorted(keep)]
+
+
+def _first_failure(slots: Sequence[_Slot], cutoff: int) -> int:
+    return next((i for i, s in enumerate(slots[:cutoff]) if s.outcome == "failed"), cutoff)
+
+
+def _score_of(outputs: Mapping[str, Any], classes: list[Any] | None) -> float | None:
+    """The table's ``score``: the value of a regressor; P(positive class) of a binary
+    classifier; the probability of the predicted label otherwise."""
+    if "value" in outputs:
+        return float(outputs["value"])
+    probabilities = outputs.get("probabilities")
+    if not probabilities:
+        return None
+    if len(probabilities) == 2:
+        return float(probabilities[1])
+    if classes is not None and outputs.get("label") in classes:
+        return float(probabilities[classes.index(outputs["label"])])
+    return float(max(probabilities))
+
+
+def _deadline(context: Any) -> float | None:
+    """When in-invocation retries must stop, on ``time.monotonic()``'s clock."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    left = float(remaining()) / 1000
+    return time.monotonic() + max(0.0, left - TIMEOUT_MARGIN)
+
+
+# -- the Lambda entry point ----------------------------------------------------------------
+
+_app: StreamScorer | None = None
+
+
+def configure(app: StreamScorer | None) -> None:
+    """Install the scorer :func:`handler` uses (tests, the local runner); None resets it."""
+    global _app
+    _app = app
+
+
+def _current() -> StreamScorer:
+    global _app
+    if _app is None:  # once per container: the cold start
+        _app = StreamScorer.from_settings(Settings.from_env())
+    return _app
+
+
+@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point: ``{"batchItemFailures": [{"itemIdentifier": seq}, ...]}``."""
+    return _current().handle(event, context)

@@ -1,0 +1,103 @@
+"""The stream's record format, and turning Kinesis payloads into scoring input.
+
+Each Kinesis record carries one UTF-8 JSON object (Kinesis hands it to Lambda
+base64-encoded; :func:`parse_payload` gets the decoded bytes)::
+
+    {"entity_id": "u00000042",                       # non-empty string, <= 1024 characters
+     "features": {"tenure_months": 12, "plan": "basic", ...},   # the model's columns
+     "event_time": "2024-05-01T12:00:00.250Z"}        # ISO-8601; no zone means UTC
+
+``event_time`` is when the features were true, not when the record was sent: it orders
+predictions for the same entity, so a replayed or late record never overwrites a newer
+prediction. It is normalised to :func:`normalize_event_time`'s fixed-width UTC form so
+that string order is time order (which is how DynamoDB compares it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dscloud.errors import PayloadError
+
+__all__ = ["MAX_ENTITY_ID", "StreamEvent", "normalize_event_time", "parse_payload"]
+
+MAX_ENTITY_ID = 1024
+_FIELDS = ("entity_id", "features", "event_time")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One decoded record: whose features, which features, and as of when."""
+
+    entity_id: str
+    features: dict[str, Any]
+    event_time: str  # normalised, see normalize_event_time
+
+    def to_payload(self) -> bytes:
+        """The record as a producer puts it on the stream (JSON bytes)."""
+        return json.dumps(
+            {"entity_id": self.entity_id, "features": self.features, "event_time": self.event_time}
+        ).encode()
+
+
+def normalize_event_time(value: Any) -> str:
+    """``value`` (ISO-8601 text) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC.
+
+    Raises :class:`PayloadError` when it is not an ISO-8601 timestamp.
+    """
+    if not isinstance(value, str) or not value:
+        raise PayloadError(
+            f"event_time: expected an ISO-8601 timestamp string, got {type(value).__name__}",
+            field="event_time",
+        )
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise PayloadError(
+            f"event_time {value[:64]!r} is not ISO-8601 (e.g. 2024-05-01T12:00:00Z)",
+            field="event_time",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_payload(data: bytes) -> StreamEvent:
+    """Decode one record's bytes into a :class:`StreamEvent`.
+
+    Raises :class:`PayloadError` (never anything else) saying what was wrong: such a record
+    can never succeed, so the handler sends it to the rejects queue.
+    """
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"record is not UTF-8 JSON ({exc})") from None
+    except RecursionError:
+        raise PayloadError("record is JSON nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise PayloadError(
+            f"record is a JSON {type(doc).__name__}, expected an object with {list(_FIELDS)}"
+        )
+    missing = [f for f in _FIELDS if f not in doc]
+    if missing:
+        raise PayloadError(f"record lacks {missing}; a record is an object with {list(_FIELDS)}")
+    entity_id = doc["entity_id"]
+    if not isinstance(entity_id, str) or not entity_id or len(entity_id) > MAX_ENTITY_ID:
+        raise PayloadError(
+            f"entity_id: expected a non-empty string of at most {MAX_ENTITY_ID} characters",
+            field="entity_id",
+        )
+    features = doc["features"]
+    if not isinstance(features, dict):
+        raise PayloadError(
+            f"features: expected an object of columns, got {type(features).__name__}",
+            field="features",
+        )
+    return StreamEvent(
+        entity_id=entity_id, features=features, event_time=normalize_event_time(doc["event_time"])
+    )

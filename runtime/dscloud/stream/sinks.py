@@ -1,0 +1,322 @@
+"""Where the stream handler's results go: the predictions table, the rejects queue and an
+optional output stream. Each sink takes an injected boto3 client and reports an outcome
+per item, so the handler can tell the records that are done from those Lambda must retry.
+
+Why one conditional ``PutItem`` per prediction, not ``BatchWriteItem``: the table keeps the
+*latest* prediction per entity, so a write must not replace a newer ``event_time``. Only a
+condition expression can say that atomically, and ``BatchWriteItem`` takes none. The
+alternatives lose: ``TransactWriteItems`` (100 items) cancels the whole transaction when any
+one condition fails, which a stale replay does by design, and costs twice the write units;
+reading first and batch-writing after is a race between concurrent invocations (two shards
+or a parallelization factor above 1 can carry the same entity). So each item is one
+conditional put, issued concurrently from a small thread pool (boto3 clients are
+thread-safe), and a throttled put is retried a bounded number of times within the
+invocation before it is reported for Lambda to retry. The same item written twice is a
+no-op in effect (same key, same inputs), which makes replays and retries idempotent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_sqs import SQSClient
+
+__all__ = [
+    "STALE",
+    "WRITTEN",
+    "OutputStream",
+    "Prediction",
+    "PredictionTable",
+    "Reject",
+    "RejectsQueue",
+    "error_code",
+]
+
+WRITTEN = "written"
+STALE = "stale"  # a newer prediction for the entity is already in the table
+SQS_MAX_BYTES = 256 * 1024
+SEQUENCE_DIGITS = 129  # Kinesis sequence numbers have at most 129 digits
+
+# Newer event_time wins; at the same event_time the later sequence number wins, and the
+# same record written again (a replay) passes, so retries never fail on their own writes.
+CONDITION = (
+    "attribute_not_exists(entity_id) OR event_time < :t OR (event_time = :t AND sequence_key <= :k)"
+)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scored record, as stored in the table and put on the output stream."""
+
+    entity_id: str
+    event_time: str
+    outputs: dict[str, Any]  # Predictions.row(i): label / probabilities / value
+    score: float | None
+    classes: list[Any] | None
+    model: str
+    version: int | None
+    sha256: str
+    shard_id: str
+    sequence_number: str
+    scored_at: str
+
+    def to_item(self) -> dict[str, AttributeValueTypeDef]:
+        """The DynamoDB item (low-level attribute values)."""
+        item: dict[str, AttributeValueTypeDef] = {
+            "entity_id": {"S": self.entity_id},
+            "event_time": {"S": self.event_time},
+            "model_name": {"S": self.model},
+            "model_sha256": {"S": self.sha256},
+            "shard_id": {"S": self.shard_id},
+            "sequence_number": {"S": self.sequence_number},
+            "sequence_key": {"S": self.sequence_number.zfill(SEQUENCE_DIGITS)},
+            "scored_at": {"S": self.scored_at},
+        }
+        if self.version is not None:
+            item["model_version"] = {"N": str(self.version)}
+        if self.score is not None:
+            item["score"] = _number(self.score)
+        if "label" in self.outputs:
+            label = self.outputs["label"]
+            item["label"] = _number(label) if _is_number(label) else {"S": str(label)}
+        if "value" in self.outputs:
+            item["value"] = _number(self.outputs["value"])
+        probabilities = self.outputs.get("probabilities")
+        if probabilities is not None:
+            names = self.classes or list(range(len(probabilities)))
+            item["probabilities"] = {
+                "M": {str(c): _number(p) for c, p in zip(names, probabilities, strict=True)}
+            }
+        return item
+
+    def to_json(self) -> bytes:
+        """The record put on the output stream."""
+        return json.dumps(
+            {
+                "entity_id": self.entity_id,
+                "event_time": self.event_time,
+                "score": self.score,
+                **self.outputs,
+                "model": {"name": self.model, "version": self.version, "sha256": self.sha256},
+                "source": {"shard_id": self.shard_id, "sequence_number": self.sequence_number},
+                "scored_at": self.scored_at,
+            }
+        ).encode()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> AttributeValueTypeDef:
+    number = float(value)
+    if not math.isfinite(number):
+        return {"NULL": True}  # DynamoDB numbers cannot be NaN or infinite
+    return {"N": str(value) if isinstance(value, int) else repr(number)}
+
+
+class PredictionTable:
+    """Conditional puts into the latest-predictions table, keyed by ``entity_id``."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        concurrency: int = 16,
+        attempts: int = 3,
+        backoff_seconds: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.concurrency = max(1, concurrency)
+        self.attempts = max(1, attempts)
+        self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
+
+    def write(
+        self, predictions: Sequence[Prediction], *, deadline: float | None = None
+    ) -> list[str | Exception]:
+        """Write each prediction; returns per item ``WRITTEN``, ``STALE`` or the error.
+
+        Items that fail are retried (with jittered backoff) up to ``attempts`` passes, or
+        until ``deadline`` (``time.monotonic()``) would pass; what still fails is returned
+        as its exception for the caller to report. Never raises an ``Exception``.
+        """
+        if not predictions:
+            return []
+        outcomes: list[str | Exception] = [RuntimeError("not attempted")] * len(predictions)
+        pending = list(range(len(predictions)))
+        items = [p.to_item() for p in predictions]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(pending)))) as pool:
+            for attempt in range(self.attempts):
+                if not pending:
+                    break
+                if attempt:
+                    delay = self.backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random())
+                    if deadline is not None and time.monotonic() + delay > deadline:
+                        break
+                    self.sleep(delay)
+                results = list(pool.map(lambda i: self._put(items[i]), pending))
+                for i, result in zip(pending, results, strict=True):
+                    outcomes[i] = result
+                pending = [i for i in pending if isinstance(outcomes[i], Exception)]
+        return outcomes
+
+    def _put(self, item: dict[str, AttributeValueTypeDef]) -> str | Exception:
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression=CONDITION,
+                ExpressionAttributeValues={":t": item["event_time"], ":k": item["sequence_key"]},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return STALE
+            return exc
+        return WRITTEN
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that can never be scored, with why and its original bytes."""
+
+    reason: str
+    payload: bytes
+    event_source_arn: str
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    approximate_arrival_timestamp: float | None = None
+    entity_id: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record_id(self) -> str:
+        """Stable across redeliveries: the dedup id of a FIFO queue."""
+        key = f"{self.event_source_arn}|{self.shard_id}|{self.sequence_number}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def to_body(self, *, max_bytes: int = SQS_MAX_BYTES) -> str:
+        """The SQS message body (JSON). An oversized payload is left out, with its sha256."""
+        doc: dict[str, Any] = {
+            "reason": self.reason,
+            "entity_id": self.entity_id,
+            "record_id": self.record_id,
+            "source": {
+                "event_source_arn": self.event_source_arn,
+                "shard_id": self.shard_id,
+                "sequence_number": self.sequence_number,
+                "partition_key": self.partition_key,
+                "approximate_arrival_timestamp": self.approximate_arrival_timestamp,
+            },
+            "model": self.model,
+            "payload_base64": base64.b64encode(self.payload).decode(),
+        }
+        body = json.dumps(doc)
+        if len(body.encode()) > max_bytes - 1024:
+            doc["payload_base64"] = None
+            doc["payload_truncated"] = True
+            doc["payload_bytes"] = len(self.payload)
+            doc["payload_sha256"] = hashlib.sha256(self.payload).hexdigest()
+            doc["reason"] = self.reason[:4096]
+            body = json.dumps(doc)
+        return body
+
+
+class RejectsQueue:
+    """Sends rejects to SQS in batches of ten. A ``.fifo`` queue deduplicates redeliveries
+    by record id (five-minute window); a standard queue is at-least-once and its readers
+    deduplicate by the body's ``record_id``."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.fifo = queue_url.endswith(".fifo")
+
+    def send(self, rejects: Sequence[Reject]) -> list[Exception | None]:
+        """Send each reject in order; returns None per sent message or the error.
+
+        Stops at the first chunk with a failure: the rest are returned as not sent, so a
+        redelivery (which starts at the earliest failure) sends nothing twice. Never raises.
+        """
+        outcomes: list[Exception | None] = [None] * len(rejects)
+        for start in range(0, len(rejects), 10):
+            if any(o is not None for o in outcomes[:start]):
+                for i in range(start, len(rejects)):
+                    outcomes[i] = RuntimeError("not sent: an earlier reject failed")
+                break
+            chunk = range(start, min(start + 10, len(rejects)))
+            entries: list[Any] = []
+            for i in chunk:
+                entry: dict[str, Any] = {"Id": str(i), "MessageBody": rejects[i].to_body()}
+                if self.fifo:
+                    entry["MessageGroupId"] = rejects[i].shard_id or "rejects"
+                    entry["MessageDeduplicationId"] = rejects[i].record_id
+                entries.append(entry)
+            try:
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                for i in chunk:
+                    outcomes[i] = exc
+                continue
+            for failed in response.get("Failed", []):
+                outcomes[int(failed["Id"])] = RuntimeError(
+                    f"SQS refused reject {failed['Id']}: {failed.get('Code')} "
+                    f"{failed.get('Message', '')}"
+                )
+        return outcomes
+
+
+class OutputStream:
+    """Puts predictions on a Kinesis stream, partitioned by entity (at-least-once)."""
+
+    def __init__(self, client: KinesisClient, stream_name: str) -> None:
+        self.client = client
+        self.stream_name = stream_name
+
+    def put(self, predictions: Sequence[Prediction]) -> list[Exception | None]:
+        """Put each prediction; returns None per record put or the error. Never raises."""
+        outcomes: list[Exception | None] = [None] * len(predictions)
+        for start in range(0, len(predictions), 500):
+            chunk = range(start, min(start + 500, len(predictions)))
+            entries: list[Any] = [
+                {"Data": predictions[i].to_json(), "PartitionKey": predictions[i].entity_id[:256]}
+                for i in chunk
+            ]
+            try:
+                response = self.client.put_records(StreamName=self.stream_name, Records=entries)
+            except Exception as exc:
+                for i in chunk:
+                    outcomes[i] = exc
+                continue
+            for i, result in zip(chunk, response["Records"], strict=True):
+                if result.get("ErrorCode"):
+                    outcomes[i] = RuntimeError(
+                        f"Kinesis refused the prediction: {result['ErrorCode']} "
+                        f"{result.get('ErrorMessage', '')}"
+                    )
+        return outcomes
