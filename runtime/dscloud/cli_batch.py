@@ -24,6 +24,11 @@ shard to finish writes OUTPUT/_SUCCESS (or run `dsc score --finalize --output OU
 defaults to N). Rows that fail validation go to OUTPUT/_rejects/ with the reason.
 """
 
+_BOTH = (
+    "--workers runs every shard of the run here; it cannot be combined with --shard-index "
+    "or AWS_BATCH_JOB_ARRAY_INDEX (use one or the other)"
+)
+
 
 def register(sub: Any) -> None:
     """Add ``dsc score`` to the ``dsc`` parser."""
@@ -61,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code. Raises :class:`~dscloud.errors.DscError`."""
     from dscloud import batch
 
+    if args.workers is not None and args.workers > 1 and args.shard_index is not None:
+        raise ConfigError(_BOTH)
     settings = cli_common.settings(
         args,
         shard_index=args.shard_index,
@@ -77,11 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("dsc score needs NAME@REF and --input (or --finalize)")
     workers = settings.workers
     if workers > 1:
-        if args.shard_index is not None or settings.shard_index != 0:
-            raise ConfigError(
-                "--workers runs every shard of the run here; it cannot be combined with "
-                "--shard-index or AWS_BATCH_JOB_ARRAY_INDEX (use one or the other)"
-            )
+        if settings.shard_index != 0:
+            raise ConfigError(_BOTH)
         count = settings.shard_count if settings.shard_count > 1 else workers
         shards = None
     else:

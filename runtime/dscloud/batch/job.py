@@ -192,7 +192,6 @@ def run_shard(
     manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}
     out.write_bytes(out.join(manifest_name(index, plan.count)), manifest.to_json())
     finalize(out, plan.count, require=False)
-    out.tidy()
     return manifest
 
 

@@ -117,10 +117,16 @@ class Location:
         ]
 
     def tidy(self) -> None:
-        """Remove ``_temporary/`` when nothing is in flight (S3 has no empty directories)."""
-        if self.local and not self.files(self.join(TEMPORARY)):
+        """Remove ``_temporary/`` when nothing is in flight (on S3, pyarrow's empty marker)."""
+        temporary = self.join(TEMPORARY)
+        if self.files(temporary) or not self.exists(temporary):
+            return
+        if self.local:
             with contextlib.suppress(OSError):
-                os.rmdir(self.join(TEMPORARY))
+                os.rmdir(temporary)
+        else:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self.fs.delete_dir(temporary)
 
     def publish(self, temp: str, final: str) -> None:
         """Move a finished ``temp`` file to ``final``, replacing any earlier ``final``."""

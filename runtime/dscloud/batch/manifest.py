@@ -144,6 +144,7 @@ def finalize(location: Location, count: int, *, require: bool = True) -> dict[st
         ],
     }
     location.write_bytes(location.join(SUCCESS), (json.dumps(summary, indent=2) + "\n").encode())
+    location.tidy()  # every shard is done: nothing is in flight
     return summary
 
 
