@@ -206,7 +206,9 @@ class Schema:
 
         rejects = {i: "; ".join(why) for i, why in sorted(reasons.items())}
         if rejects:
-            keep = np.array([i for i in range(n_rows) if i not in rejects], dtype=np.int64)
+            ok = np.ones(n_rows, dtype=bool)
+            ok[np.fromiter(rejects, dtype=np.int64, count=len(rejects))] = False
+            keep = np.flatnonzero(ok).astype(np.int64, copy=False)
             converted = [a[keep] for a in converted]
         else:
             keep = np.arange(n_rows, dtype=np.int64)
@@ -251,6 +253,8 @@ def _convert(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[in
 def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
     dtype = DTYPES[col.dtype]
     bad: dict[int, str] = {}
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f" and col.dtype == "int64":
+        return _floats_to_int(col, values)
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         array = values.astype(dtype, copy=False)
     elif isinstance(values, np.ndarray) and values.dtype.kind == "b":
@@ -300,12 +304,36 @@ def _as_array(values: Sequence[Any] | Array, dtype: Any) -> Array | None:
         return None
 
 
-def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
+def _floats_to_int(col: Column, values: Array) -> tuple[Array, dict[int, str]]:
+    """A float array into an int64 column: NaN is a null, a fraction is not an integer."""
     bad: dict[int, str] = {}
-    array = np.empty(len(values), dtype=np.object_)
+    nan = np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        fraction = ~nan & (np.mod(values, 1) != 0)
+        too_big = ~nan & ~fraction & (np.abs(values) >= 2.0**63)
+    for i in np.flatnonzero(nan).tolist():
+        bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
+    for i in np.flatnonzero(fraction).tolist():
+        bad[i] = f"column {col.name!r}: expected {col.describe()}, got {float(values[i])!r}"
+    for i in np.flatnonzero(too_big).tolist():
+        bad[i] = f"column {col.name!r}: {float(values[i])!r} is out of range for {col.dtype}"
+    array = np.where(nan | fraction | too_big, 0.0, values).astype(np.int64)
+    return array, bad
+
+
+def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
     strict = col.categories is not None and not col.allow_unknown
     allowed = frozenset(col.categories or ())
-    for i, v in enumerate(values):
+    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
+        # Fixed-width text holds only strings (no nulls), and ONNX Runtime takes it as is.
+        if not strict or set(np.unique(values).tolist()) <= allowed:
+            return values, {}
+    elif _valid_strings(values, allowed if strict else None):
+        return np.asarray(values, dtype=np.object_), {}
+    bad: dict[int, str] = {}
+    array = np.empty(len(values), dtype=np.object_)
+    items = values.tolist() if isinstance(values, np.ndarray) else values  # str, not np.str_
+    for i, v in enumerate(items):
         if isinstance(v, str):
             if strict and v not in allowed:
                 bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
@@ -322,6 +350,18 @@ def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, 
             bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
             array[i] = ""
     return array, bad
+
+
+def _valid_strings(values: Sequence[Any] | Array, allowed: frozenset[str] | None) -> bool:
+    """True when every value is a string (and in ``allowed``, if given): one hashing pass
+    over the distinct values instead of a Python loop over every row."""
+    try:
+        distinct = set(values.tolist() if isinstance(values, np.ndarray) else values)
+    except TypeError:  # unhashable values (JSON objects or lists): take the slow path
+        return False
+    if not all(isinstance(v, str) for v in distinct):
+        return False
+    return allowed is None or distinct <= allowed
 
 
 def _show(value: Any) -> str:
