@@ -86,14 +86,15 @@ def iter_chunks(
     :class:`DataError` when the file cannot be read.
     """
     if unit.format == "parquet":
-        yield from _parquet_chunks(location, unit, columns, chunk_rows)
+        yield from _parquet_chunks(location, unit, columns, schema, chunk_rows)
     else:
         yield from _csv_chunks(location, unit, columns, schema, chunk_rows)
 
 
-def _parquet(location: Location, path: str) -> pq.ParquetFile:
+def _parquet(location: Location, path: str, *, text: Sequence[str] = ()) -> pq.ParquetFile:
+    """The Parquet file at ``path``; ``text`` columns are read as dictionaries."""
     try:
-        return pq.ParquetFile(location.open_input(path))
+        return pq.ParquetFile(location.open_input(path), read_dictionary=list(text) or None)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{location.uri_of(path)}: not a readable Parquet file ({exc})") from exc
 
@@ -108,10 +109,17 @@ def _missing(location: Location, path: str, have: Sequence[str], want: Sequence[
 
 
 def _parquet_chunks(
-    location: Location, unit: WorkUnit, columns: Sequence[str], chunk_rows: int
+    location: Location, unit: WorkUnit, columns: Sequence[str], schema: Schema, chunk_rows: int
 ) -> Iterator[Chunk]:
     pf = _parquet(location, unit.path)
     _missing(location, unit.path, pf.schema_arrow.names, columns)
+    text = [
+        c.name
+        for c in schema.columns
+        if not c.numeric and pa.types.is_string(pf.schema_arrow.field(c.name).type)
+    ]
+    if text:
+        pf = _parquet(location, unit.path, text=text)
     groups = (
         list(unit.row_groups)
         if unit.row_groups is not None
@@ -170,28 +178,49 @@ def _csv_chunks(
 def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Array | list[Any]]:
     """The schema's columns of ``batch`` as numpy arrays (or lists) for ``score_columns``.
 
-    Numeric Arrow columns become numeric arrays (nulls as NaN), text becomes object arrays
-    of ``str``/``None``; CSV text in a numeric column is parsed here and what does not parse
-    is passed through as the original string, so the core rejects the row with its reason.
+    Numeric Arrow columns become numeric arrays (nulls as NaN). Text becomes fixed-width
+    ``str`` arrays when it has no nulls (built from the Arrow dictionary, so each distinct
+    value is decoded once), else object arrays of ``str``/``None``. CSV text in a numeric
+    column is parsed here, and what does not parse is passed through as the original
+    string, so that the core rejects the row with its reason.
     """
     out: dict[str, Array | list[Any]] = {}
     for col in schema.columns:
         array = batch.column(col.name)
-        if pa.types.is_dictionary(array.type):
+        dictionary = pa.types.is_dictionary(array.type)
+        value_type = array.type.value_type if dictionary else array.type
+        text = pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
+        if text and not col.numeric:
+            out[col.name] = _text(array)
+            continue
+        if dictionary:
             array = array.dictionary_decode()
-        if col.numeric and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        if col.numeric and text:
             out[col.name] = _parse_numbers(array, col.dtype)
         elif (
             pa.types.is_integer(array.type)
             or pa.types.is_floating(array.type)
-            or pa.types.is_string(array.type)
-            or pa.types.is_large_string(array.type)
             or pa.types.is_boolean(array.type)
         ):
             out[col.name] = _numpy(array)
         else:
             out[col.name] = array.to_pylist()
     return out
+
+
+#: Longest text turned into a fixed-width array (4 bytes a character, every row).
+MAX_FIXED_WIDTH = 64
+
+
+def _text(array: pa.Array) -> Array:
+    if array.null_count:
+        return np.asarray(array.to_numpy(zero_copy_only=False))
+    encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+    labels = encoded.dictionary.to_pylist()
+    if max(map(len, labels), default=0) > MAX_FIXED_WIDTH:
+        return np.asarray(array.to_numpy(zero_copy_only=False))
+    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False))
+    return np.asarray(labels, dtype=np.str_)[indices]
 
 
 def _numpy(array: pa.Array) -> Array:

@@ -1,0 +1,106 @@
+"""Arrow columns to scorer columns, and the core's fast paths they rely on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dscloud.batch.reader import columns_for_scoring
+from dscloud.schema import Column, Output, Schema
+
+SCHEMA = Schema(
+    columns=(
+        Column("n", "float32"),
+        Column("k", "int64"),
+        Column("plan", "string", categories=("a", "b"), allow_unknown=False),
+        Column("note", "string", nullable=True),
+    ),
+    outputs=(Output("y", "value"),),
+)
+
+
+def encode(batch: pa.RecordBatch) -> dict[int, str]:
+    columns = columns_for_scoring(batch, SCHEMA)
+    return SCHEMA.encode_columns(columns, batch.num_rows).rejects
+
+
+def test_clean_text_becomes_fixed_width_and_passes_straight_through() -> None:
+    batch = pa.record_batch(
+        {
+            "n": [1.0, 2.0],
+            "k": [1, 2],
+            "plan": ["a", "b"],
+            "note": pa.array(["x", "y"]).dictionary_encode(),
+        }
+    )
+
+    columns = columns_for_scoring(batch, SCHEMA)
+    encoded = SCHEMA.encode_columns(columns, 2)
+
+    assert columns["plan"].dtype.kind == "U"  # type: ignore[union-attr]
+    assert encoded.rejects == {}
+    assert encoded.feeds["note"].ravel().tolist() == ["x", "y"]
+
+
+def test_csv_text_in_numeric_columns_is_parsed_and_the_rest_rejected_with_reasons() -> None:
+    batch = pa.record_batch(
+        {
+            "n": ["1.5", "abc", None, "NA", "2"],
+            "k": ["1", "2.0", "2.5", "3", "x"],
+            "plan": ["a", "a", "a", "c", None],
+            "note": ["x", None, "y", "z", "w"],
+        }
+    )
+
+    rejects = encode(batch)
+
+    assert set(rejects) == {1, 2, 3, 4}
+    assert "expected a number, got str 'abc'" in rejects[1]
+    assert "column 'n' is null" in rejects[2]
+    assert "column 'k': expected an integer, got 2.5" in rejects[2]
+    assert "column 'plan': expected one of ['a', 'b'], got 'c'" in rejects[3]
+    assert "column 'plan' is null" in rejects[4]
+    assert "got str 'x'" in rejects[4]
+
+
+def test_parquet_nulls_in_an_integer_column_are_rejected_not_garbage() -> None:
+    batch = pa.record_batch(
+        {
+            "n": [1.0, 2.0, 3.0],
+            "k": pa.array([1, None, 3]),
+            "plan": ["a", "a", "b"],
+            "note": [None, "x", "y"],
+        }
+    )
+
+    columns = columns_for_scoring(batch, SCHEMA)
+    encoded = SCHEMA.encode_columns(columns, 3)
+
+    assert list(encoded.rejects) == [1]
+    assert "column 'k' is null" in encoded.rejects[1]
+    assert encoded.feeds["k"].ravel().tolist() == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "b", "a"],
+        np.array(["a", "b", "a"], dtype=object),
+        np.array(["a", "b", "a"]),
+        ["a", None, "q"],
+        np.array(["a", "q", "b"]),
+        ["a", {"x": 1}, "b"],
+    ],
+)
+def test_string_fast_paths_agree_with_the_row_by_row_path(values: object) -> None:
+    col = SCHEMA.column("plan")
+    # Lists with a non-string take the slow path: the reference to agree with.
+    slow = {i: v for i, v in enumerate(list(values)) if not (isinstance(v, str) and v in "ab")}  # type: ignore[call-overload]
+
+    encoded = Schema(columns=(col,), outputs=SCHEMA.outputs).encode_columns({"plan": values}, 3)  # type: ignore[dict-item]
+
+    assert sorted(encoded.rejects) == sorted(slow)
+    assert encoded.feeds["plan"].ravel().tolist() == [
+        v for v in list(values) if isinstance(v, str) and v in "ab"
+    ]  # type: ignore[call-overload]
