@@ -220,7 +220,8 @@ def _text(array: pa.Array) -> Array:
     if max(map(len, labels), default=0) > MAX_FIXED_WIDTH:
         return np.asarray(array.to_numpy(zero_copy_only=False))
     indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False))
-    return np.asarray(labels, dtype=np.str_)[indices]
+    fixed: Array = np.asarray(labels, dtype=np.str_)[indices]
+    return fixed
 
 
 def _numpy(array: pa.Array) -> Array:
