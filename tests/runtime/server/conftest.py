@@ -55,7 +55,15 @@ def publish_all(root: Path, *artifacts: Artifact) -> Archive:
 class Server:
     """`dsc serve` in a subprocess; ``url`` once ready, ``stop()`` sends SIGTERM."""
 
-    def __init__(self, archive: Archive, refs: list[str], log: Path, **env: str) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        refs: list[str],
+        log: Path,
+        *,
+        python: str = sys.executable,
+        **env: str,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -68,7 +76,7 @@ class Server:
         }
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dscloud.cli", "serve", *refs, "--port", str(self.port)],
+            [python, "-m", "dscloud.cli", "serve", *refs, "--port", str(self.port)],
             env=environ,
             stdout=self._out,
             stderr=subprocess.STDOUT,

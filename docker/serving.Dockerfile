@@ -1,0 +1,38 @@
+# The serving container: dscloud[serve] on a slim Python, ONNX Runtime and no scikit-learn.
+# Speaks the Open Inference Protocol v2 and SageMaker's container contract on port 8080.
+#
+# Built offline from wheels downloaded beforehand (see docker/README.md):
+#   docker/fetch-wheels.sh
+#   buildah bud --pull=never --ignorefile docker/serving.Dockerfile.dockerignore \
+#       -f docker/serving.Dockerfile -t dsc-serving .
+# Run: the models come from DSC_MODELS and DSC_ARCHIVE (a directory or s3://BUCKET/PREFIX),
+# or SageMaker's /opt/ml/model when DSC_MODELS is empty.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY wheels/ /wheels/
+COPY docker/requirements-serving.txt docker/
+COPY runtime/ runtime/
+RUN python3 -m venv /opt/dsc \
+    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels \
+        -r docker/requirements-serving.txt \
+    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
+    && /opt/dsc/bin/pip uninstall --yes --quiet pip
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin dsc
+COPY --from=build /opt/dsc /opt/dsc
+COPY --chmod=0755 docker/serve /usr/local/bin/serve
+ENV PATH=/opt/dsc/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DSC_HOST=0.0.0.0 \
+    DSC_PORT=8080 \
+    DSC_WORKERS=1 \
+    DSC_ARCHIVE=/opt/ml/archive
+USER 10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=2)"]
+# SageMaker runs `docker run IMAGE serve`; ECS runs the same command.
+CMD ["serve"]
