@@ -17,6 +17,7 @@ from moto import mock_aws
 from dscloud import example
 from dscloud.archive import Archive
 from dscloud.settings import Settings
+from dscloud.stream import local
 from dscloud.stream.handler import StreamScorer
 
 REGION = "us-east-1"
@@ -54,27 +55,17 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
-def create_resources(
-    dynamodb: Any, sqs: Any, kinesis: Any, *, shards: int = 1, stream: str = "events"
-) -> Aws:
+def create_resources(dynamodb: Any, sqs: Any, kinesis: Any, *, shards: int = 1) -> Aws:
     """The table, the rejects queue (FIFO), the on-failure queue and the input stream."""
-    dynamodb.create_table(
-        TableName="predictions",
-        KeySchema=[{"AttributeName": "entity_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "entity_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    rejects = sqs.create_queue(QueueName="rejects.fifo", Attributes={"FifoQueue": "true"})
-    failures = sqs.create_queue(QueueName="stream-failures")
-    kinesis.create_stream(StreamName=stream, ShardCount=shards)
+    made = local.create_resources(kinesis=kinesis, dynamodb=dynamodb, sqs=sqs, shards=shards)
     return Aws(
         dynamodb=dynamodb,
         sqs=sqs,
         kinesis=kinesis,
-        table="predictions",
-        rejects_url=rejects["QueueUrl"],
-        failures_url=failures["QueueUrl"],
-        stream=stream,
+        table=made.table,
+        rejects_url=made.rejects_url,
+        failures_url=made.failures_url,
+        stream=made.stream,
     )
 
 
