@@ -12,8 +12,14 @@ import logging
 import multiprocessing as mp
 import posixpath
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import (
+    FIRST_EXCEPTION,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
@@ -27,9 +33,11 @@ from dscloud.batch.manifest import (
     now,
     read_success,
 )
+from dscloud.batch.pipeline import Stage, prefetch
 from dscloud.batch.plan import ShardPlan
 from dscloud.batch.progress import Progress
 from dscloud.batch.reader import (
+    Chunk,
     columns_for_scoring,
     file_columns,
     iter_chunks,
@@ -37,6 +45,7 @@ from dscloud.batch.reader import (
     unit_rows,
 )
 from dscloud.batch.writer import (
+    MODEL_COLUMNS,
     PartWriter,
     part_name,
     prediction_table,
@@ -44,7 +53,7 @@ from dscloud.batch.writer import (
     rejects_table,
 )
 from dscloud.errors import ConfigError
-from dscloud.scorer import Scorer
+from dscloud.scorer import Predictions, Scorer
 
 __all__ = ["DEFAULT_KEY", "ScoreJob", "plan_job", "run_local", "run_shard"]
 
@@ -151,42 +160,61 @@ def run_shard(
         keys=keys,
         started_at=started,
     )
-    part = PartWriter(out, out.join(part_name(index, plan.count)))
+    part = PartWriter(
+        out, out.join(part_name(index, plan.count)), dictionary=["label", *MODEL_COLUMNS]
+    )
     rejects = PartWriter(out, out.join(rejects_name(index, plan.count)))
+    # Busy seconds per stage; the stages overlap, so they add up to more than the total.
     seconds = {"read": 0.0, "score": 0.0, "write": 0.0}
-    try:
+
+    def decoded() -> Iterator[tuple[Chunk, dict[str, Any]]]:
         for unit in units:
             chunks = iter_chunks(source, unit, columns, scorer.schema, job.chunk_rows)
             while True:
                 t = time.perf_counter()
                 chunk = next(chunks, None)
-                seconds["read"] += time.perf_counter() - t
                 if chunk is None:
                     break
-                t = time.perf_counter()
-                preds = scorer.score_columns(
-                    columns_for_scoring(chunk.batch, scorer.schema), chunk.num_rows
-                )
-                seconds["score"] += time.perf_counter() - t
-                t = time.perf_counter()
-                if len(preds):
-                    part.write(prediction_table(chunk, keys, preds))
-                if preds.rejects:
-                    rejects.write(rejects_table(chunk, keys, features, preds.rejects))
-                seconds["write"] += time.perf_counter() - t
-                manifest.rows_in += chunk.num_rows
-                manifest.rows_out += len(preds)
-                manifest.rows_rejected += len(preds.rejects)
-                if report is not None:
-                    report(manifest.rows_in, manifest.rows_rejected, total)
+                decoded = columns_for_scoring(chunk.batch, scorer.schema)
+                seconds["read"] += time.perf_counter() - t
+                yield chunk, decoded
+
+    def write(chunk: Chunk, preds: Predictions) -> None:
+        t = time.perf_counter()
+        if len(preds):
+            part.write(prediction_table(chunk, keys, preds))
+        if preds.rejects:
+            rejects.write(rejects_table(chunk, keys, features, preds.rejects))
+        seconds["write"] += time.perf_counter() - t
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="dsc-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="dsc-write")
+    try:
+        output = Stage(writer)
+        for chunk, decoded_columns in prefetch(decoded(), reader):
+            t = time.perf_counter()
+            preds = scorer.score_columns(decoded_columns, chunk.num_rows)
+            seconds["score"] += time.perf_counter() - t
+            output.submit(write, chunk, preds)
+            manifest.rows_in += chunk.num_rows
+            manifest.rows_out += len(preds)
+            manifest.rows_rejected += len(preds.rejects)
+            if report is not None:
+                report(manifest.rows_in, manifest.rows_rejected, total)
+        output.drain()
         t = time.perf_counter()
         manifest.part = _relative(out, part.commit())
         manifest.rejects = _relative(out, rejects.commit())
         seconds["write"] += time.perf_counter() - t
     except BaseException:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
         part.abort()
         rejects.abort()
         raise
+    finally:
+        reader.shutdown(wait=False)
+        writer.shutdown(wait=False)
     manifest.finished_at = now()
     seconds["total"] = time.perf_counter() - t0
     manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}

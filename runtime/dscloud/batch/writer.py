@@ -114,8 +114,13 @@ class PartWriter:
     Opened on the first :meth:`write`; a writer that never wrote publishes nothing.
     """
 
-    def __init__(self, location: Location, final: str) -> None:
+    def __init__(
+        self, location: Location, final: str, *, dictionary: Sequence[str] | None = None
+    ) -> None:
         self.location = location
+        # Dictionary-encode only columns known to repeat (labels, the model): trying it on
+        # unique keys and probabilities costs more than the whole rest of the write.
+        self.dictionary: bool | list[str] = True if dictionary is None else list(dictionary)
         self.final = final
         self.temp = location.temp_path(final)
         self.rows = 0
@@ -127,7 +132,12 @@ class PartWriter:
         try:
             if self._writer is None:
                 self._stream = self.location.open_output(self.temp)
-                self._writer = pq.ParquetWriter(self._stream, table.schema, compression="zstd")
+                self._writer = pq.ParquetWriter(
+                    self._stream,
+                    table.schema,
+                    compression="zstd",
+                    use_dictionary=self.dictionary,
+                )
             elif table.schema != self._writer.schema:
                 table = table.cast(self._writer.schema)
             self._writer.write_table(table)
