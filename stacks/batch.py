@@ -1,0 +1,261 @@
+"""The batch cluster: Fargate compute (Spot optional), a job queue, the training and scoring
+job definitions, and the nightly scoring schedule.
+
+Scoring runs as an array job: child i of n scores shard i (`AWS_BATCH_JOB_ARRAY_INDEX`,
+set by Batch) of n (`DSC_SHARD_COUNT`, set here and equal to the schedule's array size).
+Compute environments scale to zero, so an idle cluster costs nothing.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as targets
+from constructs import Construct
+
+from stacks.archive import Archive
+from stacks.assets import AssetSources
+from stacks.compliance import acknowledge
+from stacks.config import EnvironmentConfig
+from stacks.network import Network
+from stacks.retention import log_retention
+
+__all__ = ["BatchCluster", "BatchStack", "NightlyScoring"]
+
+
+def _task_role(scope: Construct, id: str, description: str) -> iam.Role:
+    return iam.Role(
+        scope,
+        id,
+        assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+        description=description,
+    )
+
+
+class BatchCluster(Construct):
+    """Compute environments, job queue, log group, roles and the two job definitions."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvironmentConfig,
+        network: Network,
+        archive_uri: str,
+        assets: AssetSources,
+    ) -> None:
+        super().__init__(scope, id)
+        settings = config.batch
+        environments = []
+        if settings.spot:
+            spot = batch.FargateComputeEnvironment(
+                self,
+                "Spot",
+                vpc=network.vpc,
+                vpc_subnets=network.task_subnets,
+                security_groups=[network.batch_security_group],
+                maxv_cpus=settings.max_vcpus,
+                spot=True,
+            )
+            environments.append(spot)
+        self.on_demand = batch.FargateComputeEnvironment(
+            self,
+            "OnDemand",
+            vpc=network.vpc,
+            vpc_subnets=network.task_subnets,
+            security_groups=[network.batch_security_group],
+            maxv_cpus=settings.max_vcpus,
+            spot=False,
+        )
+        environments.append(self.on_demand)
+        self.compute_environments = environments
+        # Spot first when enabled; on-demand takes what Spot cannot place.
+        self.job_queue = batch.JobQueue(
+            self,
+            "Queue",
+            job_queue_name=f"{config.name}-jobs",
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=env, order=order)
+                for order, env in enumerate(environments, start=1)
+            ],
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/aws/batch/{config.name}",
+            retention=log_retention(config.retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.execution_role = _task_role(
+            self, "ExecutionRole", f"{config.name}: pulls the batch image, writes job logs"
+        )
+        acknowledge(
+            self.execution_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken, granted for pulling the batch image, has no resource-level "
+            "permissions; the pull actions themselves are limited to the asset repository.",
+        )
+        self.training_role = _task_role(self, "TrainingRole", f"{config.name}: training jobs")
+        self.scoring_role = _task_role(self, "ScoringRole", f"{config.name}: batch scoring jobs")
+
+        image = assets.batch_image()
+        cpu = settings.job_cpu / 1024
+        memory = cdk.Size.mebibytes(settings.job_memory_mib)
+        timeout = cdk.Duration.minutes(settings.job_timeout_minutes)
+        self.input_uri = f"{archive_uri}/{settings.input_prefix}"
+        self.output_uri = f"{archive_uri}/{settings.output_prefix}"
+
+        self.training_job = batch.EcsJobDefinition(
+            self,
+            "Training",
+            job_definition_name=f"{config.name}-train",
+            timeout=timeout,
+            retry_attempts=2,
+            propagate_tags=True,
+            container=batch.EcsFargateContainerDefinition(
+                self,
+                "TrainingContainer",
+                image=image,
+                cpu=cpu,
+                memory=memory,
+                job_role=self.training_role,
+                execution_role=self.execution_role,
+                assign_public_ip=network.assign_public_ip,
+                logging=ecs.LogDriver.aws_logs(stream_prefix="train", log_group=self.log_group),
+                environment={"DSC_ARCHIVE": archive_uri, "DSC_INPUT": self.input_uri},
+            ),
+        )
+        nightly = config.nightly_model
+        self.scoring_job = batch.EcsJobDefinition(
+            self,
+            "Scoring",
+            job_definition_name=f"{config.name}-score",
+            timeout=timeout,
+            retry_attempts=2,
+            propagate_tags=True,
+            # Batch substitutes Ref::name with the submitted parameters, else these defaults.
+            parameters={"model": str(nightly), "input": self.input_uri, "output": self.output_uri},
+            container=batch.EcsFargateContainerDefinition(
+                self,
+                "ScoringContainer",
+                image=image,
+                cpu=cpu,
+                memory=memory,
+                job_role=self.scoring_role,
+                execution_role=self.execution_role,
+                assign_public_ip=network.assign_public_ip,
+                logging=ecs.LogDriver.aws_logs(stream_prefix="score", log_group=self.log_group),
+                command=[
+                    "dsc",
+                    "score",
+                    "Ref::model",
+                    "--input",
+                    "Ref::input",
+                    "--output",
+                    "Ref::output",
+                ],
+                environment={
+                    "DSC_ARCHIVE": archive_uri,
+                    "DSC_SHARD_COUNT": str(settings.shard_count),
+                    "DSC_INPUT": self.input_uri,
+                    "DSC_OUTPUT": self.output_uri,
+                },
+            ),
+        )
+
+
+class NightlyScoring(Construct):
+    """An EventBridge Scheduler schedule that submits the scoring array job every night."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, config: EnvironmentConfig, cluster: BatchCluster
+    ) -> None:
+        super().__init__(scope, id)
+        settings = config.batch
+        run = scheduler.ContextAttribute.scheduled_time
+        request: dict[str, object] = {
+            "JobName": f"{config.name}-nightly-score",
+            "JobQueue": cluster.job_queue.job_queue_arn,
+            "JobDefinition": cluster.scoring_job.job_definition_arn,
+            "Parameters": {
+                "model": str(config.nightly_model),
+                "input": cluster.input_uri,
+                "output": f"{cluster.output_uri}{run}/",
+            },
+            "PropagateTags": True,
+        }
+        if settings.shard_count > 1:  # Batch array jobs have 2 to 10,000 children.
+            request["ArrayProperties"] = {"Size": settings.shard_count}
+        self.schedule = scheduler.Schedule(
+            self,
+            "Schedule",
+            schedule_name=f"{config.name}-nightly-score",
+            description=f"{config.name}: nightly batch scoring of {config.nightly_model}",
+            schedule=scheduler.ScheduleExpression.expression(
+                settings.schedule, cdk.TimeZone.of(settings.schedule_timezone)
+            ),
+            target=targets.Universal(
+                service="batch",
+                action="submitJob",
+                input=scheduler.ScheduleTargetInput.from_object(request),
+                retry_attempts=3,
+                max_event_age=cdk.Duration.hours(2),
+                policy_statements=[
+                    iam.PolicyStatement(
+                        actions=["batch:SubmitJob"],
+                        resources=[
+                            cluster.job_queue.job_queue_arn,
+                            cluster.scoring_job.job_definition_arn,
+                        ],
+                    )
+                ],
+            ),
+        )
+
+
+class BatchStack(cdk.Stack):
+    """Composes the cluster and the schedule, and scopes the job roles to their prefixes."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvironmentConfig,
+        network: Network,
+        archive: Archive,
+        assets: AssetSources,
+    ) -> None:
+        super().__init__(scope, id, description=f"{config.name}: batch cluster (dscloud)")
+        settings = config.batch
+        self.cluster = BatchCluster(
+            self, "Cluster", config=config, network=network, archive_uri=archive.uri, assets=assets
+        )
+        self.nightly = NightlyScoring(self, "Nightly", config=config, cluster=self.cluster)
+        cluster = self.cluster
+        archive.grant_write_models(cluster.training_role)
+        archive.grant_read_prefix(
+            cluster.training_role, settings.input_prefix, purpose="Reads training data"
+        )
+        archive.grant_read_models(cluster.scoring_role)
+        archive.grant_read_prefix(
+            cluster.scoring_role, settings.input_prefix, purpose="Reads scoring input"
+        )
+        archive.grant_replace_prefix(
+            cluster.scoring_role, settings.output_prefix, purpose="Writes scoring output"
+        )
+        outputs = {
+            "JobQueueName": cluster.job_queue.job_queue_name,
+            "JobQueueArn": cluster.job_queue.job_queue_arn,
+            "ScoringJobDefinitionArn": cluster.scoring_job.job_definition_arn,
+            "TrainingJobDefinitionArn": cluster.training_job.job_definition_arn,
+            "ScoringInputUri": cluster.input_uri,
+            "ScoringOutputUri": cluster.output_uri,
+        }
+        for name, value in outputs.items():
+            cdk.CfnOutput(self, name, value=value)

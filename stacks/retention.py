@@ -1,0 +1,40 @@
+"""Map the configured retention in days onto CloudWatch Logs' retention enum."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_logs as logs
+
+from stacks.config import LOG_RETENTION_DAYS
+
+__all__ = ["log_retention"]
+
+_BY_DAYS = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+assert tuple(_BY_DAYS) == LOG_RETENTION_DAYS, "config.LOG_RETENTION_DAYS and this table differ"
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """Return the enum member for `days` (validated by config); raises KeyError otherwise."""
+    return _BY_DAYS[days]

@@ -1,0 +1,164 @@
+"""stacks/online.py: Kinesis -> scorer Lambda -> DynamoDB, with queues, DLQ and alarms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_cdk.assertions import Match, Template
+
+from stacks.assets import LAMBDA_RUNTIME
+from stacks.online import HANDLER
+
+TemplateOf = Callable[[str], Template]
+
+
+def test_stream_is_kms_encrypted_with_the_configured_shards(platform: Any, dev_env: str) -> None:
+    env = platform.environments[dev_env].config
+
+    platform.template(dev_env, "Online").has_resource_properties(
+        "AWS::Kinesis::Stream",
+        {
+            "Name": f"{env.name}-events",
+            "ShardCount": env.stream.shards,
+            "StreamEncryption": {"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+            "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+        },
+    )
+
+
+def test_scorer_runs_the_stream_handler_with_its_settings(platform: Any, dev_env: str) -> None:
+    env = platform.environments[dev_env].config
+
+    platform.template(dev_env, "Online").has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": HANDLER,
+            "Runtime": LAMBDA_RUNTIME.name,
+            "MemorySize": env.stream.lambda_memory_mib,
+            "Environment": {
+                "Variables": {
+                    "DSC_ARCHIVE": f"s3://{env.name}-archive-{env.account}-{env.region}",
+                    "DSC_MODELS": " ".join(str(m) for m in env.models),
+                    "DSC_PREDICTIONS_TABLE": {"Ref": Match.any_value()},
+                    "DSC_REJECTS_QUEUE_URL": {"Ref": Match.any_value()},
+                    "DSC_REFRESH_SECONDS": str(env.refresh_seconds),
+                    "POWERTOOLS_SERVICE_NAME": f"{env.name}-scorer",
+                    "POWERTOOLS_METRICS_NAMESPACE": "dscloud",
+                }
+            },
+        },
+    )
+
+
+def test_event_source_never_lets_a_bad_record_block_a_shard(platform: Any, dev_env: str) -> None:
+    env = platform.environments[dev_env].config
+    template = platform.template(dev_env, "Online")
+    failures = template.find_resources(
+        "AWS::SQS::Queue", {"Properties": {"QueueName": f"{env.name}-stream-failures"}}
+    )
+
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "StartingPosition": "TRIM_HORIZON",
+            "BatchSize": env.stream.batch_size,
+            "ParallelizationFactor": env.stream.parallelization_factor,
+            "BisectBatchOnFunctionError": True,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "MaximumRetryAttempts": env.stream.retry_attempts,
+            "MaximumRecordAgeInSeconds": env.stream.max_record_age_seconds,
+            "DestinationConfig": {
+                "OnFailure": {"Destination": {"Fn::GetAtt": [next(iter(failures)), "Arn"]}}
+            },
+        },
+    )
+
+
+def test_queues_are_kms_encrypted_tls_only_and_dead_lettered(template_of: TemplateOf) -> None:
+    template = template_of("Online")
+    queues = template.find_resources("AWS::SQS::Queue")
+    dead_letters = [
+        lid for lid, q in queues.items() if q["Properties"]["QueueName"].endswith("-dead-letters")
+    ]
+
+    assert len(queues) == 3 and len(dead_letters) == 1
+    template.all_resources_properties(
+        "AWS::SQS::Queue", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.any_value(), "Arn"]}}
+    )
+    for lid, queue in queues.items():
+        if lid not in dead_letters:
+            assert queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+                "Fn::GetAtt": [dead_letters[0], "Arn"]
+            }
+    policies = template.find_resources(
+        "AWS::SQS::QueuePolicy",
+        {
+            "Properties": {
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                }
+            }
+        },
+    )
+    assert len(policies) == 3
+
+
+def test_predictions_table_is_on_demand_recoverable_and_kms_encrypted(
+    template_of: TemplateOf,
+) -> None:
+    template_of("Online").has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": Match.object_like(
+                {
+                    "KeySchema": [{"AttributeName": "entity_id", "KeyType": "HASH"}],
+                    "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                    "SSESpecification": {
+                        "SSEEnabled": True,
+                        "SSEType": "KMS",
+                        "KMSMasterKeyId": Match.any_value(),
+                    },
+                }
+            ),
+        },
+    )
+
+
+def test_alarms_watch_iterator_age_errors_and_every_queue(template_of: TemplateOf) -> None:
+    template = template_of("Online")
+    alarms = template.find_resources("AWS::CloudWatch::Alarm").values()
+
+    metrics = sorted(alarm["Properties"]["MetricName"] for alarm in alarms)
+    assert metrics == ["ApproximateNumberOfMessagesVisible"] * 3 + ["Errors", "IteratorAge"]
+    template.all_resources_properties(
+        "AWS::CloudWatch::Alarm", {"AlarmActions": [{"Ref": Match.any_value()}]}
+    )
+    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_scorer_logs_have_retention(platform: Any, dev_env: str) -> None:
+    env = platform.environments[dev_env].config
+
+    platform.template(dev_env, "Online").has_resource_properties(
+        "AWS::Logs::LogGroup",
+        {"LogGroupName": f"/aws/lambda/{env.name}-scorer", "RetentionInDays": env.retention_days},
+    )
+
+
+def test_scorer_role_uses_no_managed_policy(template_of: TemplateOf) -> None:
+    template_of("Online").all_resources_properties(
+        "AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()}
+    )
