@@ -8,8 +8,11 @@ end to end by size and shard ``i`` takes the units whose midpoint falls in the `
 - every unit (and so every row) belongs to exactly one shard;
 - each shard's units are contiguous, so concatenating shards ``0..n-1`` gives the input
   order, and the union of all shards' outputs equals an unsharded run row for row;
-- ``n`` may exceed the number of files (big files split by row group) or even the number
-  of units (some shards then have nothing to do, and say so in their manifest);
+- ``n`` may exceed the number of files: big files split by row group, and a row group
+  bigger than one shard's share splits into row ranges (each shard then decodes the whole
+  group but scores only its range: files written by pandas hold up to a million rows in
+  one group). With more shards than rows, some shards have nothing to do, and say so in
+  their manifest;
 - the plan depends only on the listing and the Parquet footers of the large files, so
   10,000 children computing it independently get the same answer; its ``fingerprint``
   goes into every shard manifest and the run refuses to finalize shards of different plans.
@@ -20,6 +23,7 @@ CSV files are never split (a byte range cannot be cut safely through quoted newl
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,12 +56,16 @@ class WorkUnit:
     row_groups: tuple[int, ...] | None = None
     first_row: int = 0
     rows: int | None = None
+    #: ``(start, stop)`` rows inside the unit's single row group, when it is split further.
+    row_range: tuple[int, int] | None = None
 
     def describe(self) -> str:
         if self.row_groups is None:
             return self.path
         first, last = self.row_groups[0], self.row_groups[-1]
         groups = f"{first}" if first == last else f"{first}-{last}"
+        if self.row_range is not None:
+            return f"{self.path} [row group {groups}, rows {self.row_range[0]}-{self.row_range[1]}]"
         return f"{self.path} [row groups {groups}]"
 
 
@@ -91,7 +99,7 @@ class ShardPlan:
         units: list[WorkUnit] = []
         for f in ordered:
             if count > 1 and f.format == "parquet" and f.size > share and footers is not None:
-                units.extend(_row_group_units(f, footers(f)))
+                units.extend(_row_group_units(f, footers(f), share))
             else:
                 units.append(WorkUnit(path=f.path, format=f.format, weight=f.size))
         return cls(count=count, units=tuple(units), shards=_assign(units, count))
@@ -113,6 +121,8 @@ class ShardPlan:
                 and unit.row_groups is not None
                 and last.row_groups is not None
                 and last.path == unit.path
+                and last.row_range is None
+                and unit.row_range is None
                 and last.row_groups[-1] + 1 == unit.row_groups[0]
             ):
                 merged[-1] = WorkUnit(
@@ -131,27 +141,33 @@ class ShardPlan:
     def fingerprint(self) -> str:
         """A hash of the listing and the assignment: equal plans, equal fingerprints."""
         described = [
-            [u.path, u.format, u.weight, list(u.row_groups or []), s]
+            [u.path, u.format, u.weight, list(u.row_groups or []), u.row_range, s]
             for u, s in zip(self.units, self.shards, strict=True)
         ]
         raw = json.dumps({"count": self.count, "units": described}, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _row_group_units(f: InputFile, groups: Sequence[RowGroup]) -> list[WorkUnit]:
+def _row_group_units(f: InputFile, groups: Sequence[RowGroup], share: float) -> list[WorkUnit]:
     units = []
     first_row = 0
     for i, group in enumerate(groups):
-        units.append(
-            WorkUnit(
-                path=f.path,
-                format=f.format,
-                weight=group.bytes,
-                row_groups=(i,),
-                first_row=first_row,
-                rows=group.rows,
+        pieces = 1
+        if group.bytes > share > 0:
+            pieces = max(1, min(group.rows, -int(-group.bytes // share)))
+        bounds = [group.rows * k // pieces for k in range(pieces + 1)]
+        for start, stop in itertools.pairwise(bounds):
+            units.append(
+                WorkUnit(
+                    path=f.path,
+                    format=f.format,
+                    weight=group.bytes * (stop - start) // max(1, group.rows),
+                    row_groups=(i,),
+                    first_row=first_row + start,
+                    rows=stop - start,
+                    row_range=None if pieces == 1 else (start, stop),
+                )
             )
-        )
         first_row += group.rows
     return units
 

@@ -126,12 +126,22 @@ def _parquet_chunks(
         else list(range(pf.metadata.num_row_groups))
     )
     row = unit.first_row
+    start, stop = unit.row_range or (0, None)
+    position = 0  # inside the row group, for a unit that is a range of one
     try:
         for batch in pf.iter_batches(
             batch_size=chunk_rows, row_groups=groups, columns=list(columns), use_threads=False
         ):
+            if unit.row_range is not None:
+                lo, hi = max(start, position), min(stop or 0, position + batch.num_rows)
+                position += batch.num_rows
+                if hi <= lo:
+                    continue
+                batch = batch.slice(lo - (position - batch.num_rows), hi - lo)
             yield Chunk(batch=batch, source=location.uri_of(unit.path), first_row=row)
             row += batch.num_rows
+            if stop is not None and position >= stop:
+                break  # the rest of the row group belongs to other shards
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{location.uri_of(unit.path)}: cannot read row {row}: {exc}") from exc
 

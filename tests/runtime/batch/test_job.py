@@ -287,3 +287,18 @@ def test_a_regressor_writes_its_value(
     out = read_output(job.output)
     np.testing.assert_allclose(out["value"], model.predict(X.head(200)), rtol=1e-4, atol=1e-3)
     assert "label" not in out.columns
+
+
+def test_one_file_of_one_row_group_still_splits_across_shards(
+    users: pd.DataFrame,
+    write_files: Callable[..., Path],
+    make_job: Callable[..., ScoreJob],
+    tmp_path: Path,
+) -> None:
+    data = write_files(users, files=1, row_group_size=len(users))
+    whole = score_all(make_job(data, tmp_path / "whole"))
+
+    manifests = run_local(make_job(data, tmp_path / "sharded", shard_count=4), workers=1)
+
+    assert [m.rows_in for m in manifests] == [750, 750, 750, 750]
+    pd.testing.assert_frame_equal(read_output(tmp_path / "sharded"), whole)

@@ -124,3 +124,15 @@ def test_bad_counts_and_indices_are_config_errors() -> None:
     plan = ShardPlan.build([parquet("a", 1)], 2)
     with pytest.raises(ConfigError, match=r"outside 0\.\.1"):
         plan.units_for(2)
+
+
+def test_a_row_group_bigger_than_a_share_splits_into_row_ranges() -> None:
+    # given one file of one 1,000-row group (what pandas writes), four shards
+    def one_group(f: InputFile) -> list[RowGroup]:
+        return [RowGroup(rows=1000, bytes=40_000)]
+
+    plan = ShardPlan.build([InputFile("users.parquet", 40_000, "parquet")], 4, footers=one_group)
+
+    ranges = [[u.row_range for u in plan.units_for(i)] for i in range(4)]
+    assert ranges == [[(0, 250)], [(250, 500)], [(500, 750)], [(750, 1000)]]
+    assert [u.first_row for u in plan.units] == [0, 250, 500, 750]
