@@ -33,6 +33,7 @@ RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nolog
 COPY --from=build /var/task /var/task
 WORKDIR /var/task
 ENV PYTHONPATH=/var/task \
+    HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     POWERTOOLS_SERVICE_NAME=dscloud-stream \
