@@ -1,0 +1,47 @@
+# The batch image: array-job scoring (`dsc score`) and training jobs (examples/train_churn.py).
+# Carries pyarrow and, for training, scikit-learn/skl2onnx/pandas (dscloud[batch,export]).
+#
+# Built offline from wheels downloaded beforehand, as the serving image is:
+#   pip download --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+#       --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --implementation cp \
+#       -r docker/requirements-batch.txt "setuptools>=68" wheel -d wheels/
+#   buildah bud --pull=never --ignorefile docker/batch.Dockerfile.dockerignore \
+#       --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -f docker/batch.Dockerfile -t dsc-batch .
+#
+# Scoring, one child of an AWS Batch array job of N (the job definition sets DSC_SHARD_COUNT;
+# AWS Batch sets AWS_BATCH_JOB_ARRAY_INDEX):
+#   dsc score churn@production --input s3://data/users/ --output s3://scores/2026-11-25/
+# Training (prints the published version, e.g. churn@7):
+#   python /opt/dsc/examples/train_churn.py --data s3://data/churn/ --promote staging
+# Both read DSC_ARCHIVE (s3://BUCKET/PREFIX) and use the task role's credentials.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY wheels/ /wheels/
+COPY docker/requirements-batch.txt docker/
+COPY runtime/ runtime/
+RUN python3 -m venv /opt/dsc \
+    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels \
+        -r docker/requirements-batch.txt \
+    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
+    && /opt/dsc/bin/pip uninstall --yes --quiet pip
+
+FROM python:3.11-slim
+ARG GIT_COMMIT=unknown
+LABEL org.opencontainers.image.revision=$GIT_COMMIT \
+      org.opencontainers.image.title="dscloud batch: scoring and training jobs"
+RUN useradd --system --uid 10001 --home-dir /tmp --shell /usr/sbin/nologin dsc
+COPY --from=build /opt/dsc /opt/dsc
+COPY examples/train_churn.py /opt/dsc/examples/train_churn.py
+ENV PATH=/opt/dsc/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DSC_GIT_COMMIT=$GIT_COMMIT \
+    DSC_ARCHIVE=/tmp/archive \
+    DSC_SHARD_COUNT=1 \
+    DSC_WORKERS=1 \
+    DSC_THREADS=1
+WORKDIR /tmp
+USER 10001
+ENTRYPOINT ["dsc"]
+CMD ["--help"]
