@@ -81,7 +81,11 @@ def payloads(n: int) -> list[bytes]:
         }
         out.append(
             json.dumps(
-                {"entity_id": f"u{i:06d}", "features": features, "event_time": "2024-05-01T12:00:00Z"}
+                {
+                    "entity_id": f"u{i:06d}",
+                    "features": features,
+                    "event_time": "2024-05-01T12:00:00Z",
+                }
             ).encode()
         )
     return out
@@ -257,13 +261,19 @@ def main() -> None:
         )
         results["naive_moto"] = timed(lambda: naive(event), max(1, args.repeat // 3))
 
-    results["cold_start_ours"] = cold_start(COLD_OURS, str(tmp / "archive"), str(tmp / "event.json"))
-    results["cold_start_naive"] = cold_start(COLD_NAIVE, str(tmp / "model.pkl"), str(tmp / "event.json"))
+    results["cold_start_ours"] = cold_start(
+        COLD_OURS, str(tmp / "archive"), str(tmp / "event.json")
+    )
+    results["cold_start_naive"] = cold_start(
+        COLD_NAIVE, str(tmp / "model.pkl"), str(tmp / "event.json")
+    )
 
     def rps(key: str) -> float:
         return BATCH / (results[key]["median_ms"] / 1000)
 
-    results["records_per_s"] = {k: rps(k) for k in ("ours_stubbed", "naive_stubbed", "ours_moto", "naive_moto")}
+    results["records_per_s"] = {
+        k: rps(k) for k in ("ours_stubbed", "naive_stubbed", "ours_moto", "naive_moto")
+    }
     results["ratios"] = {
         "stubbed_naive_over_ours": results["naive_stubbed"]["median_ms"] / results["ours_stubbed"]["median_ms"],
         "moto_naive_over_ours": results["naive_moto"]["median_ms"] / results["ours_moto"]["median_ms"],

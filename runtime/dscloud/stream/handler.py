@@ -51,6 +51,7 @@ them only when not given), never created at import time.
 from __future__ import annotations
 
 import binascii
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,8 +92,10 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamScorer", "classify", "configure", "handler", "logger", "metrics"]
 
-logger = Logger(service="dscloud-stream")
-metrics = Metrics(namespace="dscloud", service="stream")
+# Powertools reads its own POWERTOOLS_* variables (the stack sets the service name and the
+# namespace); these are only the defaults when they are unset, e.g. with the local runner.
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "dscloud-stream")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "dscloud")
 
 #: Seconds kept in hand before Lambda's timeout: in-invocation retries stop before it.
 TIMEOUT_MARGIN = 2.0
