@@ -67,18 +67,21 @@ class ShardManifest:
         return cls(**json.loads(raw))
 
 
-def read_manifests(location: Location, count: int) -> dict[int, ShardManifest]:
-    """The shard manifests of a ``count``-shard run present at ``location``, by index."""
-    found: dict[int, ShardManifest] = {}
+def list_manifests(location: Location, count: int) -> dict[int, str]:
+    """Paths of the shard manifests of a ``count``-shard run at ``location``, by index."""
+    found: dict[int, str] = {}
     for info in location.files(location.join(MANIFESTS)):
         match = _NAME.search(info.path)
-        if match is None or int(match.group(2)) != count:
-            continue
-        try:
-            found[int(match.group(1))] = ShardManifest.from_json(location.read_bytes(info.path))
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{location.uri_of(info.path)}: not a shard manifest ({exc})") from exc
+        if match is not None and int(match.group(2)) == count:
+            found[int(match.group(1))] = info.path
     return found
+
+
+def read_manifest(location: Location, path: str) -> ShardManifest:
+    try:
+        return ShardManifest.from_json(location.read_bytes(path))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{location.uri_of(path)}: not a shard manifest ({exc})") from exc
 
 
 def finalize(location: Location, count: int, *, require: bool = True) -> dict[str, Any] | None:
@@ -88,8 +91,10 @@ def finalize(location: Location, count: int, *, require: bool = True) -> dict[st
     finish writes it). Raises :class:`ConfigError` when shards are missing (``require``) or
     disagree on the plan or the model.
     """
-    manifests = read_manifests(location, count)
-    missing = [i for i in range(count) if i not in manifests]
+    # List first, read only once all are there: with 10,000 children, each of them
+    # finishing would otherwise read every manifest written so far.
+    paths = list_manifests(location, count)
+    missing = [i for i in range(count) if i not in paths]
     if missing:
         if not require:
             return None
@@ -98,7 +103,7 @@ def finalize(location: Location, count: int, *, require: bool = True) -> dict[st
             f"{location.uri}: {len(missing)} of {count} shards have not finished "
             f"(no manifest for shard {shown}); run them, then finalize again"
         )
-    shards = [manifests[i] for i in range(count)]
+    shards = [read_manifest(location, paths[i]) for i in range(count)]
     _agree(location, shards, "plan", lambda m: m.plan, "the input changed between shards")
     _agree(
         location,
