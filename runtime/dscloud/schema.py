@@ -126,6 +126,7 @@ class Encoded:
     feeds: dict[str, Array]
     rows: Array  # indices (into the input) of the rows in ``feeds``
     rejects: dict[int, str] = field(default_factory=dict)
+    reject_columns: dict[int, str] = field(default_factory=dict)  # first bad column per row
 
     @property
     def n_ok(self) -> int:
@@ -178,6 +179,7 @@ class Schema:
         columns = {c.name: [r.get(c.name, _MISSING) for r in rows] for c in self.columns}
         encoded = self.encode_columns(columns, len(rows))
         for i in not_rows:
+            encoded.reject_columns.pop(i, None)
             encoded.rejects[i] = (
                 f"row {i}: expected an object of columns, got {type(records[i]).__name__}"
             )
@@ -195,6 +197,7 @@ class Schema:
                 return exact
         converted: list[Array] = []
         reasons: dict[int, list[str]] = {}
+        first_bad: dict[int, str] = {}
         for col in self.columns:
             if col.name not in columns:
                 raise SchemaError(
@@ -211,6 +214,7 @@ class Schema:
             array, bad = _convert(col, values)
             for i, why in bad.items():
                 reasons.setdefault(i, []).append(why)
+                first_bad.setdefault(i, col.name)
             converted.append(array)
 
         rejects = {i: "; ".join(why) for i, why in sorted(reasons.items())}
@@ -221,7 +225,9 @@ class Schema:
             converted = [a[keep] for a in converted]
         else:
             keep = np.arange(n_rows, dtype=np.int64)
-        return Encoded(feeds=self._feeds(converted), rows=keep, rejects=rejects)
+        return Encoded(
+            feeds=self._feeds(converted), rows=keep, rejects=rejects, reject_columns=first_bad
+        )
 
     @cached_property
     def _dtype_groups(self) -> list[tuple[Any, list[Column]]]:

@@ -58,6 +58,7 @@ class Predictions:
     probabilities: Array | None = None
     value: Array | None = None
     rejects: dict[int, str] = field(default_factory=dict)
+    reject_columns: dict[int, str] = field(default_factory=dict)  # first bad column per row
 
     @property
     def classes(self) -> list[Any] | None:
@@ -87,7 +88,11 @@ class Predictions:
             row, reason = next(iter(self.rejects.items()))
             more = f" (and {len(self.rejects) - 1} more rows)" if len(self.rejects) > 1 else ""
             expected = ", ".join(f"{k}: {v}" for k, v in self.envelope.schema.describe().items())
-            raise SchemaError(f"row {row}: {reason}{more}; expected {{{expected}}}", row=row)
+            raise SchemaError(
+                f"row {row}: {reason}{more}; expected {{{expected}}}",
+                field=self.reject_columns.get(row),
+                row=row,
+            )
 
 
 class Scorer:
@@ -131,7 +136,12 @@ class Scorer:
         return self._score(self.schema.encode_columns(columns, n_rows))
 
     def _score(self, encoded: Encoded) -> Predictions:
-        preds = Predictions(envelope=self.envelope, rows=encoded.rows, rejects=encoded.rejects)
+        preds = Predictions(
+            envelope=self.envelope,
+            rows=encoded.rows,
+            rejects=encoded.rejects,
+            reject_columns=encoded.reject_columns,
+        )
         if encoded.n_ok == 0:
             return preds
         results = self.session.run(self._output_names, encoded.feeds)

@@ -55,6 +55,7 @@ def test_bad_records(client: httpx.Client, churn_rows: list[dict[str, Any]], cas
     if status != 200:
         body = r.json()
         assert text in body["error"]
+        assert body["field"] == next(iter(change))
         assert body["expected"]["tenure_months"] == "a number"
 
 
