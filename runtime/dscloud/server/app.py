@@ -18,14 +18,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -50,6 +50,8 @@ INLINE_BYTES = 64 * 1024
 #: Header choosing the model of ``POST /invocations`` when several are served.
 MODEL_HEADER = "x-dsc-model"
 JSON = "application/json"
+#: Status recorded (never sent) when the client disconnects before its body arrived.
+CLIENT_CLOSED = 499
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Exchange:
     scorer: Scorer | None = None
     rows: int = 0
     error: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Request, Exchange], Awaitable[Response]]
@@ -94,11 +97,18 @@ def error_response(exc: Exception, exchange: Exchange) -> Response:
                 body["expected"] = exchange.scorer.schema.describe()
     elif isinstance(exc, HTTPException):
         status, body = exc.status_code, {"error": exc.detail}
+        if exc.headers:  # e.g. Allow on a 405
+            exchange.headers = dict(exc.headers)
+    elif isinstance(exc, ClientDisconnect):
+        # The client hung up mid-body: nobody reads this answer, and it is not our fault.
+        status, body = CLIENT_CLOSED, {"error": "client closed the connection mid-request"}
     else:
         log.error("internal error on %s", exchange.endpoint, exc_info=exc)
         status, body = 500, {"error": "internal server error; the details are in the server log"}
     exchange.error = body["error"]
-    headers = _model_headers(exchange.scorer) if exchange.scorer is not None else None
+    headers = dict(exchange.headers)
+    if exchange.scorer is not None:
+        headers.update(_model_headers(exchange.scorer))
     return _json(body, status, headers)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -196,7 +197,8 @@ def test_chunked_body_too_large_is_413(client: httpx.Client) -> None:
 
 
 def test_wrong_method_and_path(client: httpx.Client) -> None:
-    assert client.get("/v2/models/churn/infer").status_code == 405
+    wrong = client.get("/v2/models/churn/infer")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
     assert client.get("/nowhere").status_code == 404
     assert client.get("/nowhere").json()["error"]
 
@@ -207,9 +209,16 @@ def test_garbage_on_the_socket_does_not_wedge_the_server(server: Server) -> None
         s.sendall(b"\x00\x01 not http\r\n\r\n")
         s.recv(1024)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"da')
-    # then
+        s.sendall(
+            b'POST /invocations?model=churn HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"da'
+        )
+        time.sleep(0.3)  # the server is now waiting for the rest of the body
+    # then the server still answers, and recorded the hang-up as the client's doing
     assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+    deadline = time.monotonic() + 10
+    while 'status="499"' not in httpx.get(f"{server.url}/metrics", timeout=5).text:
+        assert time.monotonic() < deadline, "the hang-up was not recorded"
+        time.sleep(0.05)
 
 
 def test_no_client_error_was_a_500(client: httpx.Client) -> None:
