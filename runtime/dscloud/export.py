@@ -348,7 +348,8 @@ def _parity_message(name: str, report: Mapping[str, Any]) -> str:
 
 def git_info(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Commit, dirty flag, branch and remote of the repository holding ``directory``
-    (default: the current directory), plus the entry point; ``{"commit": None}`` outside git."""
+    (default: the current directory), plus the entry point. Outside a git checkout the
+    commit comes from ``DSC_GIT_COMMIT`` (set by image builds), else it is None."""
     cwd = Path(directory) if directory is not None else Path.cwd()
     entry = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else None
 
@@ -363,7 +364,16 @@ def git_info(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None, "branch": None, "remote": None, "entry_point": entry}
+        # In an image without git (the batch job), the build stamps the commit instead.
+        stamped = os.environ.get("DSC_GIT_COMMIT") or None
+        return {
+            "commit": stamped,
+            "dirty": None,
+            "branch": None,
+            "remote": os.environ.get("DSC_GIT_REMOTE") or None,
+            "entry_point": entry,
+            "source": "DSC_GIT_COMMIT" if stamped else None,
+        }
     status = git("status", "--porcelain", "--untracked-files=no")
     return {
         "commit": commit,

@@ -231,3 +231,11 @@ def test_empty_sample_is_refused(numeric) -> None:
     est = LogisticRegression().fit(X, y)
     with pytest.raises(ExportError, match="empty"):
         dscloud.package(est, X.iloc[:0], name="m")
+
+
+def test_commit_comes_from_the_environment_outside_git(tmp_path, monkeypatch) -> None:
+    from dscloud.export import git_info
+
+    monkeypatch.setenv("DSC_GIT_COMMIT", "a" * 40)
+    info = git_info(tmp_path)  # tmp_path is not a checkout
+    assert info["commit"] == "a" * 40 and info["source"] == "DSC_GIT_COMMIT"
