@@ -44,7 +44,7 @@ _NOT_SOURCE = [
     ".git",
     "**/.venv*",
     "node_modules",
-    "cdk.out",
+    "cdk.out*",
     ".dsc",
     "**/__pycache__",
     "**/*.pyc",

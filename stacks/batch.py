@@ -24,7 +24,11 @@ from stacks.config import EnvironmentConfig
 from stacks.network import Network
 from stacks.retention import log_retention
 
-__all__ = ["BatchCluster", "BatchStack", "NightlyScoring"]
+__all__ = ["SCORING_COMMAND", "BatchCluster", "BatchStack", "NightlyScoring"]
+
+# Arguments to the batch image's ENTRYPOINT ["dsc"] (Batch cannot override an entrypoint);
+# Batch substitutes each Ref::name with the submitted parameter, else the default below.
+SCORING_COMMAND = ("score", "Ref::model", "--input", "Ref::input", "--output", "Ref::output")
 
 
 def _task_role(scope: Construct, id: str, description: str) -> iam.Role:
@@ -110,6 +114,7 @@ class BatchCluster(Construct):
         self.input_uri = f"{archive_uri}/{settings.input_prefix}"
         self.output_uri = f"{archive_uri}/{settings.output_prefix}"
 
+        # No default command: a training submission passes its own `dsc ...` arguments.
         self.training_job = batch.EcsJobDefinition(
             self,
             "Training",
@@ -138,7 +143,6 @@ class BatchCluster(Construct):
             timeout=timeout,
             retry_attempts=2,
             propagate_tags=True,
-            # Batch substitutes Ref::name with the submitted parameters, else these defaults.
             parameters={"model": str(nightly), "input": self.input_uri, "output": self.output_uri},
             container=batch.EcsFargateContainerDefinition(
                 self,
@@ -150,15 +154,7 @@ class BatchCluster(Construct):
                 execution_role=self.execution_role,
                 assign_public_ip=network.assign_public_ip,
                 logging=ecs.LogDriver.aws_logs(stream_prefix="score", log_group=self.log_group),
-                command=[
-                    "dsc",
-                    "score",
-                    "Ref::model",
-                    "--input",
-                    "Ref::input",
-                    "--output",
-                    "Ref::output",
-                ],
+                command=list(SCORING_COMMAND),
                 environment={
                     "DSC_ARCHIVE": archive_uri,
                     "DSC_SHARD_COUNT": str(settings.shard_count),

@@ -18,13 +18,25 @@ nothing from CDK so that `stacks.team_add` can validate a cdk.json without jsii.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from stacks.context import (
+    ConfigError,
+    deep_merge,
+    mapping,
+    only_keys,
+    read_bool,
+    read_choice,
+    read_cidr,
+    read_int,
+    read_optional_text,
+    read_text,
+)
 
 __all__ = [
     "CONTEXT_KEY",
@@ -72,14 +84,6 @@ FARGATE_SIZES: Mapping[int, tuple[int, ...]] = {
 # Longest name built from an environment: the archive's access-log bucket,
 # "dsc-{team}-{stage}-logs-{account}-{region}" must fit S3's 63 characters.
 _BUCKET_NAME_LIMIT = 63
-
-
-class ConfigError(ValueError):
-    """A value in the `dscloud` context is missing or invalid; the message names the key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -200,10 +204,10 @@ def load_config_file(cdk_json: Path) -> PlatformConfig:
 
 def load_config(raw: Any) -> PlatformConfig:
     """Validate the `dscloud` context value into a PlatformConfig; raises ConfigError."""
-    root = _mapping(raw, CONTEXT_KEY, required=True)
-    _only(root, CONTEXT_KEY, {"defaults", "teams"})
-    defaults = _mapping(root.get("defaults", {}), f"{CONTEXT_KEY}.defaults")
-    teams = _mapping(root.get("teams"), f"{CONTEXT_KEY}.teams", required=True)
+    root = mapping(raw, CONTEXT_KEY, required=True)
+    only_keys(root, CONTEXT_KEY, {"defaults", "teams"})
+    defaults = mapping(root.get("defaults", {}), f"{CONTEXT_KEY}.defaults")
+    teams = mapping(root.get("teams"), f"{CONTEXT_KEY}.teams", required=True)
     if not teams:
         raise ConfigError(
             f"{CONTEXT_KEY}.teams", "no teams configured; add one with `dsc team add NAME`"
@@ -213,25 +217,25 @@ def load_config(raw: Any) -> PlatformConfig:
         team_key = f"{CONTEXT_KEY}.teams.{team}"
         if not isinstance(team, str) or not TEAM_PATTERN.match(team):
             raise ConfigError(team_key, f"invalid team name; valid: {TEAM_PATTERN.pattern}")
-        team_map = _mapping(team_raw, team_key, required=True)
-        _only(team_map, team_key, {"stages"})
-        stages = _mapping(team_map.get("stages"), f"{team_key}.stages", required=True)
+        team_map = mapping(team_raw, team_key, required=True)
+        only_keys(team_map, team_key, {"stages"})
+        stages = mapping(team_map.get("stages"), f"{team_key}.stages", required=True)
         if not stages:
             raise ConfigError(f"{team_key}.stages", "a team needs at least one stage")
         for stage, stage_raw in stages.items():
             stage_key = f"{team_key}.stages.{stage}"
             if not STAGE_PATTERN.match(stage):
                 raise ConfigError(stage_key, f"invalid stage name; valid: {STAGE_PATTERN.pattern}")
-            overrides = _mapping(stage_raw, stage_key, required=True)
-            merged = _deep_merge(defaults, overrides)
+            overrides = mapping(stage_raw, stage_key, required=True)
+            merged = deep_merge(defaults, overrides)
             environments.append(_environment(team, stage, merged, stage_key))
     return PlatformConfig(environments=tuple(environments))
 
 
 def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> EnvironmentConfig:
-    _only(raw, key, {f for f in _FIELDS if f not in ("team", "stage")})
-    account = _text(raw, "account", key, pattern=_ACCOUNT, hint="12 digits")
-    region = _text(raw, "region", key, pattern=_REGION, hint="e.g. eu-west-1")
+    only_keys(raw, key, {f for f in _FIELDS if f not in ("team", "stage")})
+    account = read_text(raw, "account", key, pattern=_ACCOUNT, hint="12 digits")
+    region = read_text(raw, "region", key, pattern=_REGION, hint="e.g. eu-west-1")
     models_raw = raw.get("models")
     if not isinstance(models_raw, list) or not models_raw:
         raise ConfigError(f"{key}.models", 'a non-empty list of "name@alias" is required')
@@ -245,34 +249,36 @@ def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> Env
         account=account,
         region=region,
         models=models,
-        vpc_id=_optional_text(raw, "vpc_id", key, pattern=_VPC_ID, hint="vpc-0123456789abcdef0"),
-        retention_days=_choice(raw, "retention_days", key, LOG_RETENTION_DAYS, 30),
-        noncurrent_version_days=_int(raw, "noncurrent_version_days", key, 1, 3650, 90),
-        refresh_seconds=_int(raw, "refresh_seconds", key, 10, 86400, 300),
-        stream=_stream(_mapping(raw.get("stream", {}), f"{key}.stream"), f"{key}.stream"),
-        serving=_serving(_mapping(raw.get("serving", {}), f"{key}.serving"), f"{key}.serving"),
-        batch=_batch(_mapping(raw.get("batch", {}), f"{key}.batch"), f"{key}.batch"),
+        vpc_id=read_optional_text(
+            raw, "vpc_id", key, pattern=_VPC_ID, hint="vpc-0123456789abcdef0"
+        ),
+        retention_days=read_choice(raw, "retention_days", key, LOG_RETENTION_DAYS, 30),
+        noncurrent_version_days=read_int(raw, "noncurrent_version_days", key, 1, 3650, 90),
+        refresh_seconds=read_int(raw, "refresh_seconds", key, 10, 86400, 300),
+        stream=_stream(mapping(raw.get("stream", {}), f"{key}.stream"), f"{key}.stream"),
+        serving=_serving(mapping(raw.get("serving", {}), f"{key}.serving"), f"{key}.serving"),
+        batch=_batch(mapping(raw.get("batch", {}), f"{key}.batch"), f"{key}.batch"),
     )
 
 
 def _stream(raw: Mapping[str, Any], key: str) -> StreamSettings:
-    _only(raw, key, set(StreamSettings.__dataclass_fields__))
+    only_keys(raw, key, set(StreamSettings.__dataclass_fields__))
     return StreamSettings(
-        shards=_int(raw, "shards", key, 1, 500, 1),
-        batch_size=_int(raw, "batch_size", key, 1, 10000, 100),
-        parallelization_factor=_int(raw, "parallelization_factor", key, 1, 10, 1),
-        retry_attempts=_int(raw, "retry_attempts", key, 0, 10000, 3),
-        max_record_age_seconds=_int(raw, "max_record_age_seconds", key, 60, 604800, 3600),
-        lambda_memory_mib=_int(raw, "lambda_memory_mib", key, 128, 10240, 1024),
-        lambda_timeout_seconds=_int(raw, "lambda_timeout_seconds", key, 1, 900, 60),
-        iterator_age_alarm_seconds=_int(raw, "iterator_age_alarm_seconds", key, 1, 604800, 300),
+        shards=read_int(raw, "shards", key, 1, 500, 1),
+        batch_size=read_int(raw, "batch_size", key, 1, 10000, 100),
+        parallelization_factor=read_int(raw, "parallelization_factor", key, 1, 10, 1),
+        retry_attempts=read_int(raw, "retry_attempts", key, 0, 10000, 3),
+        max_record_age_seconds=read_int(raw, "max_record_age_seconds", key, 60, 604800, 3600),
+        lambda_memory_mib=read_int(raw, "lambda_memory_mib", key, 128, 10240, 1024),
+        lambda_timeout_seconds=read_int(raw, "lambda_timeout_seconds", key, 1, 900, 60),
+        iterator_age_alarm_seconds=read_int(raw, "iterator_age_alarm_seconds", key, 1, 604800, 300),
     )
 
 
 def _serving(raw: Mapping[str, Any], key: str) -> ServingSettings:
-    _only(raw, key, set(ServingSettings.__dataclass_fields__))
-    min_tasks = _int(raw, "min_tasks", key, 1, 100, 1)
-    max_tasks = _int(raw, "max_tasks", key, 1, 100, max(2, min_tasks))
+    only_keys(raw, key, set(ServingSettings.__dataclass_fields__))
+    min_tasks = read_int(raw, "min_tasks", key, 1, 100, 1)
+    max_tasks = read_int(raw, "max_tasks", key, 1, 100, max(2, min_tasks))
     if max_tasks < min_tasks:
         raise ConfigError(f"{key}.max_tasks", f"{max_tasks} is below min_tasks ({min_tasks})")
     cpu, memory = _fargate_size(raw, key, "cpu", "memory_mib", 512, 1024)
@@ -284,20 +290,20 @@ def _serving(raw: Mapping[str, Any], key: str) -> ServingSettings:
         max_tasks=max_tasks,
         cpu=cpu,
         memory_mib=memory,
-        certificate_arn=_optional_text(
+        certificate_arn=read_optional_text(
             raw, "certificate_arn", key, pattern=_CERTIFICATE_ARN, hint="an ACM certificate ARN"
         ),
-        internet_facing=_bool(raw, "internet_facing", key, False),
-        ingress_cidrs=tuple(_cidr(c, f"{key}.ingress_cidrs[{i}]") for i, c in enumerate(cidrs)),
-        target_cpu_percent=_int(raw, "target_cpu_percent", key, 10, 95, 60),
-        target_requests_per_task=_int(raw, "target_requests_per_task", key, 1, 1_000_000, 1000),
+        internet_facing=read_bool(raw, "internet_facing", key, False),
+        ingress_cidrs=tuple(read_cidr(c, f"{key}.ingress_cidrs[{i}]") for i, c in enumerate(cidrs)),
+        target_cpu_percent=read_int(raw, "target_cpu_percent", key, 10, 95, 60),
+        target_requests_per_task=read_int(raw, "target_requests_per_task", key, 1, 1_000_000, 1000),
     )
 
 
 def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
-    _only(raw, key, set(BatchSettings.__dataclass_fields__))
+    only_keys(raw, key, set(BatchSettings.__dataclass_fields__))
     cpu, memory = _fargate_size(raw, key, "job_cpu", "job_memory_mib", 1024, 4096)
-    schedule = _text(
+    schedule = read_text(
         raw,
         "schedule",
         key,
@@ -307,7 +313,9 @@ def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
     )
     prefixes = {}
     for name, default in (("input_prefix", "scoring/input/"), ("output_prefix", "scoring/output/")):
-        value = _text(raw, name, key, pattern=_PREFIX, default=default, hint="like scoring/input/")
+        value = read_text(
+            raw, name, key, pattern=_PREFIX, default=default, hint="like scoring/input/"
+        )
         if value.startswith("models/"):
             raise ConfigError(
                 f"{key}.{name}", "must not lie under models/, the archive's own prefix"
@@ -319,10 +327,10 @@ def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
         raise ConfigError(f"{key}.output_prefix", "input and output prefixes must not nest")
     nightly = raw.get("nightly_model")
     return BatchSettings(
-        max_vcpus=_int(raw, "max_vcpus", key, 1, 4096, 16),
-        spot=_bool(raw, "spot", key, False),
+        max_vcpus=read_int(raw, "max_vcpus", key, 1, 4096, 16),
+        spot=read_bool(raw, "spot", key, False),
         schedule=schedule,
-        schedule_timezone=_text(
+        schedule_timezone=read_text(
             raw,
             "schedule_timezone",
             key,
@@ -330,92 +338,14 @@ def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
             default="UTC",
             hint="an IANA zone like Europe/Paris",
         ),
-        shard_count=_int(raw, "shard_count", key, 1, 10000, 4),
+        shard_count=read_int(raw, "shard_count", key, 1, 10000, 4),
         job_cpu=cpu,
         job_memory_mib=memory,
-        job_timeout_minutes=_int(raw, "job_timeout_minutes", key, 1, 14 * 24 * 60, 240),
+        job_timeout_minutes=read_int(raw, "job_timeout_minutes", key, 1, 14 * 24 * 60, 240),
         input_prefix=prefixes["input_prefix"],
         output_prefix=prefixes["output_prefix"],
         nightly_model=None if nightly is None else _model_ref(nightly, f"{key}.nightly_model"),
     )
-
-
-# -- value readers: each names the key and the valid values when it refuses ---------------
-
-T = TypeVar("T")
-
-
-def _mapping(value: Any, key: str, *, required: bool = False) -> Mapping[str, Any]:
-    if value is None and not required:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected an object, got {json.dumps(value)}")
-    return value
-
-
-def _only(raw: Mapping[str, Any], key: str, allowed: set[str]) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{key}.{unknown[0]}", f"unknown key; valid keys: {', '.join(sorted(allowed))}"
-        )
-
-
-def _get(
-    raw: Mapping[str, Any],
-    name: str,
-    key: str,
-    default: T | None,
-    check: Callable[[Any], bool],
-    expected: str,
-) -> T:
-    value = raw.get(name, default)
-    if value is None:
-        raise ConfigError(f"{key}.{name}", f"required; expected {expected}")
-    if not check(value):
-        raise ConfigError(f"{key}.{name}", f"{json.dumps(value)} is invalid; expected {expected}")
-    return value  # type: ignore[no-any-return]
-
-
-def _int(raw: Mapping[str, Any], name: str, key: str, low: int, high: int, default: int) -> int:
-    def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-
-    return _get(raw, name, key, default, ok, f"an integer from {low} to {high}")
-
-
-def _bool(raw: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
-    return _get(raw, name, key, default, lambda v: isinstance(v, bool), "true or false")
-
-
-def _choice(raw: Mapping[str, Any], name: str, key: str, valid: Sequence[int], default: int) -> int:
-    def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v in valid
-
-    return _get(raw, name, key, default, ok, f"one of {', '.join(map(str, valid))}")
-
-
-def _text(
-    raw: Mapping[str, Any],
-    name: str,
-    key: str,
-    *,
-    pattern: re.Pattern[str],
-    hint: str,
-    default: str | None = None,
-) -> str:
-    def ok(v: Any) -> bool:
-        return isinstance(v, str) and bool(pattern.match(v))
-
-    return _get(raw, name, key, default, ok, hint)
-
-
-def _optional_text(
-    raw: Mapping[str, Any], name: str, key: str, *, pattern: re.Pattern[str], hint: str
-) -> str | None:
-    if raw.get(name) is None:
-        return None
-    return _text(raw, name, key, pattern=pattern, hint=f"null or {hint}")
 
 
 def _model_ref(value: Any, key: str) -> ModelRef:
@@ -427,27 +357,10 @@ def _model_ref(value: Any, key: str) -> ModelRef:
     return ModelRef(name=match.group(1), alias=match.group(2))
 
 
-def _cidr(value: Any, key: str) -> str:
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True))
-    except (ValueError, TypeError):
-        raise ConfigError(key, f"{json.dumps(value)} is not an IPv4 CIDR like 10.0.0.0/8") from None
-
-
 def _fargate_size(
     raw: Mapping[str, Any], key: str, cpu_name: str, memory_name: str, cpu: int, memory: int
 ) -> tuple[int, int]:
-    cpu = _choice(raw, cpu_name, key, tuple(FARGATE_SIZES), cpu)
+    cpu = read_choice(raw, cpu_name, key, tuple(FARGATE_SIZES), cpu)
     allowed = FARGATE_SIZES[cpu]
     default = memory if memory in allowed else allowed[0]
-    return cpu, _choice(raw, memory_name, key, allowed, default)
-
-
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for name, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
-            merged[name] = _deep_merge(merged[name], value)
-        else:
-            merged[name] = value
-    return merged
+    return cpu, read_choice(raw, memory_name, key, allowed, default)

@@ -173,9 +173,9 @@ class OnlinePath(Construct):
                 on_failure=sources.SqsDlq(self.queues.failures),
             )
         )
-        self.table.grant_read_write_data(self.function)
+        self.table.grant_write_data(self.function)
         self.queues.rejects.grant_send_messages(self.function)
-        # grantSendMessages / grantReadWriteData on KMS-encrypted targets add these two
+        # grantSendMessages / grantWriteData on KMS-encrypted targets add these two
         # wildcard KMS actions; they apply to the online key's ARN only.
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             acknowledge(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from aws_cdk.assertions import Match
 
 from stacks.archive import MODELS_PREFIX
+from stacks.assets import BATCH_DOCKERFILE
+from stacks.batch import SCORING_COMMAND
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _first_env_with_spot(platform: Any) -> str:
@@ -67,6 +72,14 @@ def test_without_spot_only_on_demand_fargate(platform: Any) -> None:
     )
 
 
+def test_scoring_command_fits_the_batch_image_entrypoint() -> None:
+    # docker/batch.Dockerfile has ENTRYPOINT ["dsc"]; the command holds its arguments.
+    dockerfile = (REPO_ROOT / BATCH_DOCKERFILE).read_text()
+
+    assert 'ENTRYPOINT ["dsc"]' in dockerfile
+    assert SCORING_COMMAND[0] == "score"
+
+
 def test_scoring_job_is_an_array_job_definition_with_the_shard_count(
     platform: Any, dev_env: str
 ) -> None:
@@ -80,15 +93,7 @@ def test_scoring_job_is_an_array_job_definition_with_the_shard_count(
             "Parameters": Match.object_like({"model": str(env.nightly_model)}),
             "ContainerProperties": Match.object_like(
                 {
-                    "Command": [
-                        "dsc",
-                        "score",
-                        "Ref::model",
-                        "--input",
-                        "Ref::input",
-                        "--output",
-                        "Ref::output",
-                    ],
+                    "Command": list(SCORING_COMMAND),
                     "Environment": Match.array_with(
                         [{"Name": "DSC_SHARD_COUNT", "Value": str(env.batch.shard_count)}]
                     ),

@@ -162,3 +162,21 @@ def test_scorer_role_uses_no_managed_policy(template_of: TemplateOf) -> None:
     template_of("Online").all_resources_properties(
         "AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()}
     )
+
+
+def test_scorer_may_write_predictions_but_not_read_the_table(platform: Any, dev_env: str) -> None:
+    template = platform.template_json(dev_env, "Online")
+    function = next(
+        r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+    )
+    role = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    dynamodb = {
+        a
+        for r, acts, _ in platform.grants(template)
+        if r == role
+        for a in acts
+        if a.startswith("dynamodb:")
+    }
+
+    assert "dynamodb:PutItem" in dynamodb
+    assert not dynamodb & {"dynamodb:Scan", "dynamodb:Query", "dynamodb:GetItem"}
