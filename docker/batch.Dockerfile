@@ -43,5 +43,5 @@ ENV PATH=/opt/dsc/bin:$PATH \
     DSC_THREADS=1
 WORKDIR /tmp
 USER 10001
-ENTRYPOINT ["dsc"]
-CMD ["--help"]
+# No ENTRYPOINT: an AWS Batch job definition overrides CMD only, and training runs python.
+CMD ["dsc", "--help"]

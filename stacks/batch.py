@@ -24,11 +24,12 @@ from stacks.config import EnvironmentConfig
 from stacks.network import Network
 from stacks.retention import log_retention
 
-__all__ = ["SCORING_COMMAND", "BatchCluster", "BatchStack", "NightlyScoring"]
+__all__ = ["SCORING_COMMAND", "TRAINING_COMMAND", "BatchCluster", "BatchStack", "NightlyScoring"]
 
-# Arguments to the batch image's ENTRYPOINT ["dsc"] (Batch cannot override an entrypoint);
+# The batch image has no ENTRYPOINT, so the job definition's command is the whole command.
 # Batch substitutes each Ref::name with the submitted parameter, else the default below.
-SCORING_COMMAND = ("score", "Ref::model", "--input", "Ref::input", "--output", "Ref::output")
+TRAINING_COMMAND = ("python", "/opt/dsc/examples/train_churn.py", "--promote", "staging")
+SCORING_COMMAND = ("dsc", "score", "Ref::model", "--input", "Ref::input", "--output", "Ref::output")
 
 
 def _task_role(scope: Construct, id: str, description: str) -> iam.Role:
@@ -114,7 +115,7 @@ class BatchCluster(Construct):
         self.input_uri = f"{archive_uri}/{settings.input_prefix}"
         self.output_uri = f"{archive_uri}/{settings.output_prefix}"
 
-        # No default command: a training submission passes its own `dsc ...` arguments.
+        # The example training script by default; a submission overrides the command with its own.
         self.training_job = batch.EcsJobDefinition(
             self,
             "Training",
@@ -132,6 +133,7 @@ class BatchCluster(Construct):
                 execution_role=self.execution_role,
                 assign_public_ip=network.assign_public_ip,
                 logging=ecs.LogDriver.aws_logs(stream_prefix="train", log_group=self.log_group),
+                command=list(TRAINING_COMMAND),
                 environment={"DSC_ARCHIVE": archive_uri, "DSC_INPUT": self.input_uri},
             ),
         )

@@ -45,16 +45,35 @@ class ScorerQueues(Construct):
         super().__init__(scope, id)
         self.dead_letters = self._queue("DeadLetters", f"{config.name}-dead-letters", key)
         dlq = sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=5)
-        self.rejects = self._queue("Rejects", f"{config.name}-rejects", key, dlq)
         self.failures = self._queue("StreamFailures", f"{config.name}-stream-failures", key, dlq)
+        # Rejects are FIFO: the handler sets the record id as deduplication id, so a batch
+        # redelivered after a crash does not report its rejects twice. A FIFO queue needs a
+        # FIFO dead-letter queue of its own.
+        self.rejects_dead_letters = self._queue(
+            "RejectsDeadLetters", f"{config.name}-rejects-dead-letters.fifo", key, fifo=True
+        )
+        self.rejects = self._queue(
+            "Rejects",
+            f"{config.name}-rejects.fifo",
+            key,
+            sqs.DeadLetterQueue(queue=self.rejects_dead_letters, max_receive_count=5),
+            fifo=True,
+        )
 
     def _queue(
-        self, id: str, name: str, key: kms.IKey, dlq: sqs.DeadLetterQueue | None = None
+        self,
+        id: str,
+        name: str,
+        key: kms.IKey,
+        dlq: sqs.DeadLetterQueue | None = None,
+        *,
+        fifo: bool = False,
     ) -> sqs.Queue:
         return sqs.Queue(
             self,
             id,
             queue_name=name,
+            fifo=fifo or None,
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=key,
             enforce_ssl=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from aws_cdk.assertions import Match
 
 from stacks.archive import MODELS_PREFIX
 from stacks.assets import BATCH_DOCKERFILE
-from stacks.batch import SCORING_COMMAND
+from stacks.batch import SCORING_COMMAND, TRAINING_COMMAND
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,12 +73,13 @@ def test_without_spot_only_on_demand_fargate(platform: Any) -> None:
     )
 
 
-def test_scoring_command_fits_the_batch_image_entrypoint() -> None:
-    # docker/batch.Dockerfile has ENTRYPOINT ["dsc"]; the command holds its arguments.
+def test_job_commands_are_whole_commands_for_the_batch_image() -> None:
+    # Batch overrides CMD, never ENTRYPOINT: the image has none, so commands start with the program.
     dockerfile = (REPO_ROOT / BATCH_DOCKERFILE).read_text()
 
-    assert 'ENTRYPOINT ["dsc"]' in dockerfile
-    assert SCORING_COMMAND[0] == "score"
+    assert not re.search(r"^ENTRYPOINT", dockerfile, re.MULTILINE)
+    assert SCORING_COMMAND[:2] == ("dsc", "score")
+    assert "COPY examples/train_churn.py " + TRAINING_COMMAND[1] in dockerfile
 
 
 def test_scoring_job_is_an_array_job_definition_with_the_shard_count(

@@ -78,19 +78,24 @@ def test_event_source_never_lets_a_bad_record_block_a_shard(platform: Any, dev_e
 def test_queues_are_kms_encrypted_tls_only_and_dead_lettered(template_of: TemplateOf) -> None:
     template = template_of("Online")
     queues = template.find_resources("AWS::SQS::Queue")
-    dead_letters = [
-        lid for lid, q in queues.items() if q["Properties"]["QueueName"].endswith("-dead-letters")
-    ]
+    names = {lid: q["Properties"]["QueueName"] for lid, q in queues.items()}
+    dead_letters = {n: lid for lid, n in names.items() if "dead-letters" in n}
 
-    assert len(queues) == 3 and len(dead_letters) == 1
+    assert len(queues) == 4 and len(dead_letters) == 2
     template.all_resources_properties(
         "AWS::SQS::Queue", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.any_value(), "Arn"]}}
     )
     for lid, queue in queues.items():
-        if lid not in dead_letters:
-            assert queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
-                "Fn::GetAtt": [dead_letters[0], "Arn"]
-            }
+        if names[lid] in dead_letters:
+            continue
+        fifo = names[lid].endswith(".fifo")
+        # rejects are FIFO (deduplicated by record id) with a FIFO dead-letter queue
+        assert fifo == names[lid].endswith("-rejects.fifo")
+        assert queue["Properties"].get("FifoQueue", False) is fifo
+        dlq = next(lid2 for n, lid2 in dead_letters.items() if n.endswith(".fifo") is fifo)
+        assert queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+            "Fn::GetAtt": [dlq, "Arn"]
+        }
     policies = template.find_resources(
         "AWS::SQS::QueuePolicy",
         {
@@ -110,7 +115,7 @@ def test_queues_are_kms_encrypted_tls_only_and_dead_lettered(template_of: Templa
             }
         },
     )
-    assert len(policies) == 3
+    assert len(policies) == len(queues)
 
 
 def test_predictions_table_is_on_demand_recoverable_and_kms_encrypted(
