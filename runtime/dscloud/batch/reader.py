@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from dscloud.batch.arrays import dictionary_codes, numpy_array
 from dscloud.batch.locations import InputFile, Location
 from dscloud.batch.plan import RowGroup, WorkUnit
 from dscloud.errors import ConfigError, DataError
@@ -212,7 +212,7 @@ def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Arra
             or pa.types.is_floating(array.type)
             or pa.types.is_boolean(array.type)
         ):
-            out[col.name] = _numpy(array)
+            out[col.name] = numpy_array(array)
         else:
             out[col.name] = array.to_pylist()
     return out
@@ -223,28 +223,21 @@ MAX_FIXED_WIDTH = 64
 
 
 def _text(array: pa.Array) -> Array:
-    if array.null_count:
-        return np.asarray(array.to_numpy(zero_copy_only=False))
-    encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+    encoded = array if pa.types.is_dictionary(array.type) else array.dictionary_encode()
     labels = encoded.dictionary.to_pylist()
-    if max(map(len, labels), default=0) > MAX_FIXED_WIDTH:
-        return np.asarray(array.to_numpy(zero_copy_only=False))
-    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False))
-    fixed: Array = np.asarray(labels, dtype=np.str_)[indices]
+    codes = dictionary_codes(encoded)
+    if encoded.null_count or None in labels or max(map(len, labels), default=0) > MAX_FIXED_WIDTH:
+        # Objects: str, and None for a null (code -1 picks the last entry).
+        return np.array([*labels, None], dtype=np.object_)[codes]
+    fixed: Array = np.asarray(labels, dtype=np.str_)[codes]
     return fixed
-
-
-def _numpy(array: pa.Array) -> Array:
-    if pa.types.is_integer(array.type) and array.null_count:
-        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
 def _parse_numbers(array: pa.Array, dtype: str) -> Array | list[Any]:
     """Text to numbers: one vectorised cast when every value parses, else value by value."""
     target = pa.int64() if dtype == "int64" else pa.float64()
     try:
-        return _numpy(pc.cast(array, target))
+        return numpy_array(array.cast(target))
     except pa.ArrowInvalid:
         pass
     values: list[Any] = []

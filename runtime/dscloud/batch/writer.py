@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dscloud.batch.arrays import arrow_array, arrow_strings
 from dscloud.batch.locations import Location
 from dscloud.batch.reader import Chunk
 from dscloud.errors import DataError
@@ -45,18 +46,18 @@ def rejects_name(index: int, count: int) -> str:
     return posixpath.join("_rejects", f"rejects-{index:05d}-of-{count:05d}.parquet")
 
 
-def _constant(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+def _constant(value: str, n: int) -> pa.Array:
     """``n`` copies of ``value`` as a dictionary array: one value stored, n small indices."""
     return pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(n, dtype=np.int8)), pa.array([value], type=type_)
+        arrow_array(np.zeros(n, dtype=np.int8)), arrow_strings([value])
     )
 
 
 def _source_columns(chunk: Chunk, rows: Any) -> list[tuple[str, pa.Array]]:
     n = len(rows)
     return [
-        (SOURCE_COLUMNS[0], _constant(chunk.source, n, pa.string())),
-        (SOURCE_COLUMNS[1], pa.array(np.asarray(rows, dtype=np.int64) + chunk.first_row)),
+        (SOURCE_COLUMNS[0], _constant(chunk.source, n)),
+        (SOURCE_COLUMNS[1], arrow_array(np.asarray(rows, dtype=np.int64) + chunk.first_row)),
     ]
 
 
@@ -68,7 +69,7 @@ def prediction_table(chunk: Chunk, keys: Sequence[str], preds: Predictions) -> p
     """
     n = len(preds.rows)
     whole = n == chunk.num_rows
-    take = None if whole else pa.array(preds.rows)
+    take = None if whole else arrow_array(preds.rows)
     columns: list[tuple[str, pa.Array]] = []
     if keys:
         for key in keys:
@@ -77,19 +78,19 @@ def prediction_table(chunk: Chunk, keys: Sequence[str], preds: Predictions) -> p
     else:
         columns.extend(_source_columns(chunk, preds.rows))
     if preds.label is not None:
-        columns.append(("label", pa.array(preds.label)))
+        columns.append(("label", arrow_array(preds.label)))
     if preds.probabilities is not None:
         classes = preds.classes or list(range(preds.probabilities.shape[1]))
         for j, cls in enumerate(classes):
-            columns.append(
-                (f"probability_{cls}", pa.array(np.ascontiguousarray(preds.probabilities[:, j])))
-            )
+            columns.append((f"probability_{cls}", arrow_array(preds.probabilities[:, j])))
     if preds.value is not None:
-        columns.append(("value", pa.array(preds.value)))
+        columns.append(("value", arrow_array(preds.value)))
     envelope = preds.envelope
-    columns.append((MODEL_COLUMNS[0], _constant(envelope.name, n, pa.string())))
-    columns.append((MODEL_COLUMNS[1], pa.array(np.full(n, envelope.version or 0, dtype=np.int64))))
-    columns.append((MODEL_COLUMNS[2], _constant(envelope.sha256, n, pa.string())))
+    columns.append((MODEL_COLUMNS[0], _constant(envelope.name, n)))
+    columns.append(
+        (MODEL_COLUMNS[1], arrow_array(np.full(n, envelope.version or 0, dtype=np.int64)))
+    )
+    columns.append((MODEL_COLUMNS[2], _constant(envelope.sha256, n)))
     return pa.table(dict(columns))
 
 
@@ -98,10 +99,10 @@ def rejects_table(
 ) -> pa.Table:
     """One row per rejected input row: keys, source file and row, reason, the raw values."""
     rows = np.fromiter(rejects, dtype=np.int64, count=len(rejects))
-    take = pa.array(rows)
+    take = arrow_array(rows)
     columns: list[tuple[str, pa.Array]] = [(k, chunk.batch.column(k).take(take)) for k in keys]
     columns.extend(_source_columns(chunk, rows))
-    columns.append((REASON_COLUMN, pa.array(list(rejects.values()), type=pa.string())))
+    columns.append((REASON_COLUMN, arrow_strings(list(rejects.values()))))
     for name in features:
         if name not in keys:
             columns.append((name, chunk.batch.column(name).take(take)))
