@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from dscloud.archive import Archive, Ref
+from dscloud.batch.allocator import keep_freed_memory
 from dscloud.batch.locations import Location, list_inputs
 from dscloud.batch.manifest import (
     SUCCESS,
@@ -127,6 +128,7 @@ def run_shard(
     or written; nothing is published for a shard that fails.
     """
     started, t0 = now(), time.perf_counter()
+    keep_freed_memory()
     plan = plan if plan is not None else plan_job(job)
     units = plan.units_for(index)
     scorer = scorer if scorer is not None else load_scorer(job)

@@ -23,7 +23,7 @@ from dscloud.batch.arrays import dictionary_codes, numpy_array
 from dscloud.batch.locations import InputFile, Location
 from dscloud.batch.plan import RowGroup, WorkUnit
 from dscloud.errors import ConfigError, DataError
-from dscloud.schema import Schema
+from dscloud.schema import DTYPES, Schema
 
 __all__ = ["Chunk", "columns_for_scoring", "file_columns", "iter_chunks", "read_footer"]
 
@@ -188,7 +188,8 @@ def _csv_chunks(
 def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Array | list[Any]]:
     """The schema's columns of ``batch`` as numpy arrays (or lists) for ``score_columns``.
 
-    Numeric Arrow columns become numeric arrays (nulls as NaN). Text becomes fixed-width
+    Numeric Arrow columns become numeric arrays (nulls as NaN), already of the column's
+    dtype when that is a float. Text becomes fixed-width
     ``str`` arrays when it has no nulls (built from the Arrow dictionary, so each distinct
     value is decoded once), else object arrays of ``str``/``None``. CSV text in a numeric
     column is parsed here, and what does not parse is passed through as the original
@@ -212,11 +213,18 @@ def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Arra
             or pa.types.is_floating(array.type)
             or pa.types.is_boolean(array.type)
         ):
-            out[col.name] = numpy_array(array)
+            values = numpy_array(array)
+            if col.dtype in FLOATS and values.dtype.kind in "fiu":
+                # The cast the core would make, done here on the reader's thread so that
+                # the scoring thread (the pipeline's slowest stage) only runs the model.
+                values = values.astype(DTYPES[col.dtype], copy=False)
+            out[col.name] = values
         else:
             out[col.name] = array.to_pylist()
     return out
 
+
+FLOATS = ("float32", "float64")
 
 #: Longest text turned into a fixed-width array (4 bytes a character, every row).
 MAX_FIXED_WIDTH = 64

@@ -104,3 +104,19 @@ def test_string_fast_paths_agree_with_the_row_by_row_path(values: object) -> Non
     assert encoded.feeds["plan"].ravel().tolist() == [
         v for v in list(values) if isinstance(v, str) and v in "ab"
     ]  # type: ignore[call-overload]
+
+
+def test_float_columns_arrive_in_the_column_dtype_with_nulls_as_nan() -> None:
+    schema = Schema(
+        (Column("x", "float32", nullable=True), Column("k", "int64", nullable=True)),
+        (Output("y", "value"),),
+    )
+    batch = pa.record_batch({"x": pa.array([0.1, None, 3.0]), "k": pa.array([1.0, 2.5, None])})
+
+    columns = columns_for_scoring(batch, schema)
+
+    x = columns["x"]
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, np.array([0.1, np.nan, 3.0], dtype=np.float32))
+    # an int64 column keeps its floats, so that the core can say which are not integers
+    assert set(schema.encode_columns(columns, 3).rejects) == {1, 2}
