@@ -82,6 +82,8 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 from dscloud.batch.arrays import arrow_array, numpy_array
+from dscloud.batch.reader import columns_for_scoring
+from dscloud.schema import Column, Output, Schema
 schema = Schema((Column("n", "float32", nullable=True), Column("s", "string")), (Output("y", "value"),))
 batch = pq.ParquetFile({str(path)!r}, read_dictionary=["s"]).read_row_group(0).to_batches()[0]
 columns = columns_for_scoring(batch, schema)
