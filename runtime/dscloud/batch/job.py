@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import posixpath
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -281,7 +282,10 @@ def _keys(job: ScoreJob, source: Location, plan: ShardPlan) -> list[str]:
 _shared: dict[str, Any] = {}
 
 
-def _init_worker(done: Any, rejected: Any, totals: Any) -> None:
+def _init_worker(done: Any, rejected: Any, totals: Any, environ: dict[str, str]) -> None:
+    # A forkserver's children inherit its environment from when it started; take ours.
+    os.environ.clear()
+    os.environ.update(environ)
     _shared.update(done=done, rejected=rejected, totals=totals)
 
 
@@ -303,6 +307,17 @@ def pin_model(job: ScoreJob) -> ScoreJob:
     ref = Ref.parse(job.model)
     version = Archive.open(job.archive).resolve(ref)
     return replace(job, model=f"{ref.name}@{version}")
+
+
+def _pool_context() -> Any:
+    """Workers forked from a server process that imported numpy, pyarrow and ONNX Runtime
+    once (about 0.3 s a worker saved), where available; else fresh interpreters. Never a
+    plain fork of this process, whose reader and writer threads may hold locks."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def run_local(
@@ -339,7 +354,7 @@ def run_local(
         progress.close()
         return finished
 
-    ctx = mp.get_context("spawn")
+    ctx = _pool_context()
     done = ctx.Array("q", job.shard_count, lock=False)
     rejected = ctx.Array("q", job.shard_count, lock=False)
     totals = ctx.Array("q", [-1] * job.shard_count, lock=False)
@@ -347,7 +362,7 @@ def run_local(
         max_workers=min(workers, len(indices)) or 1,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(done, rejected, totals),
+        initargs=(done, rejected, totals, dict(os.environ)),
     ) as pool:
         futures: list[Future[ShardManifest]] = [pool.submit(_worker, job, i, plan) for i in indices]
         pending: set[Future[ShardManifest]] = set(futures)
