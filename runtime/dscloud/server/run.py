@@ -20,7 +20,7 @@ from dscloud.server.app import create_app
 from dscloud.server.logs import configure_logging
 from dscloud.settings import Settings
 
-__all__ = ["DRAIN_SECONDS", "KEEP_ALIVE_SECONDS", "serve", "settings_env"]
+__all__ = ["DRAIN_SECONDS", "KEEP_ALIVE_SECONDS", "check", "serve", "settings_env"]
 
 #: How long SIGTERM waits for in-flight requests (below ECS's default 30 s stop timeout).
 DRAIN_SECONDS = 25
@@ -42,14 +42,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def check(settings: Settings) -> None:
+    """Raise :class:`ConfigError` naming the first setting the server cannot run with."""
+    if not settings.models:
+        raise ConfigError("no models to serve: give NAME@REF arguments or set DSC_MODELS")
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"port {settings.port}: expected 0..65535 (--port / DSC_PORT)")
+    for name, value, minimum in (
+        ("workers", settings.workers, 1),
+        ("threads", settings.threads, 1),
+        ("max body bytes", settings.max_body_bytes, 1),
+    ):
+        if value < minimum:
+            raise ConfigError(f"{name} {value}: expected at least {minimum}")
+    if settings.refresh_seconds < 0:
+        raise ConfigError(f"refresh seconds {settings.refresh_seconds}: expected 0 or more")
+
+
 def serve(settings: Settings) -> None:
     """Serve ``settings.models`` until SIGTERM or SIGINT.
 
     Raises :class:`ConfigError` without models, and the archive's or scorer's error when a
     model cannot be loaded or fails its golden examples.
     """
-    if not settings.models:
-        raise ConfigError("no models to serve: give NAME@REF arguments or set DSC_MODELS")
+    check(settings)
     configure_logging()
     archive = Archive.open(settings.archive)
     models = ModelSet(archive, settings.models, threads=settings.threads)
