@@ -108,62 +108,65 @@ class BatchCluster(Construct):
         self.training_role = _task_role(self, "TrainingRole", f"{config.name}: training jobs")
         self.scoring_role = _task_role(self, "ScoringRole", f"{config.name}: batch scoring jobs")
 
-        image = assets.batch_image()
-        cpu = settings.job_cpu / 1024
-        memory = cdk.Size.mebibytes(settings.job_memory_mib)
-        timeout = cdk.Duration.minutes(settings.job_timeout_minutes)
         self.input_uri = f"{archive_uri}/{settings.input_prefix}"
         self.output_uri = f"{archive_uri}/{settings.output_prefix}"
+        image = assets.batch_image()
+
+        def job_definition(
+            id: str,
+            suffix: str,
+            *,
+            role: iam.Role,
+            command: tuple[str, ...],
+            environment: dict[str, str],
+            parameters: dict[str, object] | None = None,
+        ) -> batch.EcsJobDefinition:
+            return batch.EcsJobDefinition(
+                self,
+                id,
+                job_definition_name=f"{config.name}-{suffix}",
+                timeout=cdk.Duration.minutes(settings.job_timeout_minutes),
+                retry_attempts=2,
+                propagate_tags=True,
+                parameters=parameters,
+                container=batch.EcsFargateContainerDefinition(
+                    self,
+                    f"{id}Container",
+                    image=image,
+                    cpu=settings.job_cpu / 1024,
+                    memory=cdk.Size.mebibytes(settings.job_memory_mib),
+                    job_role=role,
+                    execution_role=self.execution_role,
+                    assign_public_ip=network.assign_public_ip,
+                    logging=ecs.LogDriver.aws_logs(stream_prefix=suffix, log_group=self.log_group),
+                    command=list(command),
+                    environment={"DSC_ARCHIVE": archive_uri, **environment},
+                ),
+            )
 
         # The example training script by default; a submission overrides the command with its own.
-        self.training_job = batch.EcsJobDefinition(
-            self,
+        self.training_job = job_definition(
             "Training",
-            job_definition_name=f"{config.name}-train",
-            timeout=timeout,
-            retry_attempts=2,
-            propagate_tags=True,
-            container=batch.EcsFargateContainerDefinition(
-                self,
-                "TrainingContainer",
-                image=image,
-                cpu=cpu,
-                memory=memory,
-                job_role=self.training_role,
-                execution_role=self.execution_role,
-                assign_public_ip=network.assign_public_ip,
-                logging=ecs.LogDriver.aws_logs(stream_prefix="train", log_group=self.log_group),
-                command=list(TRAINING_COMMAND),
-                environment={"DSC_ARCHIVE": archive_uri, "DSC_INPUT": self.input_uri},
-            ),
+            "train",
+            role=self.training_role,
+            command=TRAINING_COMMAND,
+            environment={"DSC_INPUT": self.input_uri},
         )
-        nightly = config.nightly_model
-        self.scoring_job = batch.EcsJobDefinition(
-            self,
+        self.scoring_job = job_definition(
             "Scoring",
-            job_definition_name=f"{config.name}-score",
-            timeout=timeout,
-            retry_attempts=2,
-            propagate_tags=True,
-            parameters={"model": str(nightly), "input": self.input_uri, "output": self.output_uri},
-            container=batch.EcsFargateContainerDefinition(
-                self,
-                "ScoringContainer",
-                image=image,
-                cpu=cpu,
-                memory=memory,
-                job_role=self.scoring_role,
-                execution_role=self.execution_role,
-                assign_public_ip=network.assign_public_ip,
-                logging=ecs.LogDriver.aws_logs(stream_prefix="score", log_group=self.log_group),
-                command=list(SCORING_COMMAND),
-                environment={
-                    "DSC_ARCHIVE": archive_uri,
-                    "DSC_SHARD_COUNT": str(settings.shard_count),
-                    "DSC_INPUT": self.input_uri,
-                    "DSC_OUTPUT": self.output_uri,
-                },
-            ),
+            "score",
+            role=self.scoring_role,
+            command=SCORING_COMMAND,
+            parameters={
+                "model": str(config.nightly_model),
+                "input": self.input_uri,
+                "output": self.output_uri,
+            },
+            environment={
+                "DSC_SHARD_COUNT": str(settings.shard_count),
+                "DSC_INPUT": self.input_uri,
+                "DSC_OUTPUT": self.output_uri,
+            },
         )
 
 
