@@ -1,8 +1,9 @@
 """The ASGI app: routes, the one table from runtime errors to HTTP answers, access logs.
 
-Endpoints only decode (:mod:`dscloud.server.protocols`), call the scoring core and encode;
-they never touch onnxruntime. Each request reads ``live.scorer`` once, so an alias swap on
-the polling thread gives it either the old scorer or the new one, never a mix.
+Endpoints only decode (:mod:`~dscloud.server.oip`, :mod:`~dscloud.server.invocations`),
+call the scoring core and encode; they never touch onnxruntime. Each request reads
+``live.scorer`` once, so an alias swap on the polling thread gives it either the old
+scorer or the new one, never a mix.
 
 Small requests are scored on the event loop (a thread hop costs more than scoring one
 row); bodies above :data:`INLINE_BYTES` go to a worker thread so health checks and small
@@ -34,10 +35,11 @@ from dscloud.archive import Archive
 from dscloud.errors import DscError, NotFoundError, PayloadTooLargeError, SchemaError
 from dscloud.live import LiveModel, ModelSet
 from dscloud.scorer import Scorer
-from dscloud.server import protocols
+from dscloud.server import invocations, oip
 from dscloud.server.logs import configure_logging
 from dscloud.server.metrics import Metrics
 from dscloud.server.openapi import openapi
+from dscloud.server.protocols import loads
 from dscloud.settings import Settings
 
 __all__ = ["INLINE_BYTES", "MODEL_HEADER", "app_from_env", "create_app"]
@@ -213,7 +215,7 @@ class ModelServer:
         params = request.path_params
         live = self.live(params["name"], params.get("version"))
         scorer = exchange.scorer = live.scorer
-        body = protocols.model_metadata(scorer, ref=str(live.ref), last_error=live.last_error)
+        body = oip.model_metadata(scorer, ref=str(live.ref), last_error=live.last_error)
         return _json(body, headers=_model_headers(scorer))
 
     async def model_ready(self, request: Request, exchange: Exchange) -> Response:
@@ -239,26 +241,26 @@ class ModelServer:
         body = await self.body(request)
 
         def work() -> bytes:
-            batch = protocols.decode_infer(protocols.loads(body), scorer.schema)
+            batch = oip.decode_infer(loads(body), scorer.schema)
             exchange.rows = batch.n_rows
             preds = scorer.score_columns(batch.columns, batch.n_rows)
             preds.raise_for_rejects()
-            return protocols.encode_infer(preds, scorer, batch)
+            return oip.encode_infer(preds, scorer, batch)
 
         answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
         return Response(answer, media_type=JSON, headers=_model_headers(scorer))
 
-    async def invocations(self, request: Request, exchange: Exchange) -> Response:
+    async def invoke(self, request: Request, exchange: Exchange) -> Response:
         scorer = exchange.scorer = self._invocation_model(request).scorer
         body = await self.body(request)
         content_type = request.headers.get("content-type", "")
 
         def work() -> bytes:
-            batch = protocols.decode_invocations(body, content_type, scorer.schema)
+            batch = invocations.decode_invocations(body, content_type, scorer.schema)
             exchange.rows = batch.n_rows
             preds = scorer.score_columns(batch.columns, batch.n_rows)
             preds.raise_for_rejects()
-            return protocols.encode_invocations(preds, scorer)
+            return invocations.encode_invocations(preds, scorer)
 
         answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
         return Response(answer, media_type=JSON, headers=_model_headers(scorer))
@@ -291,7 +293,7 @@ class ModelServer:
             r("/v2/models/{name}/infer", self.infer, "infer", post),
             r("/v2/models/{name}/versions/{version}/infer", self.infer, "infer", post),
             r("/ping", self.ping, "ping", get),
-            r("/invocations", self.invocations, "invocations", post),
+            r("/invocations", self.invoke, "invocations", post),
             r("/metrics", self.prometheus, "metrics", get),
             r("/openapi.json", self.openapi_json, "openapi", get),
         ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from dscloud import __version__
-from dscloud.server.protocols import INVOCATION_FORMATS, OIP_DATATYPES
+from dscloud.server.invocations import INVOCATION_FORMATS
+from dscloud.server.oip import OIP_DATATYPES
 
 __all__ = ["openapi"]
 
