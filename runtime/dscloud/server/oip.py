@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from dscloud.errors import PayloadError, SchemaError
-from dscloud.schema import Column, Schema
+from dscloud.schema import Column, Output, Schema
 from dscloud.scorer import Predictions, Scorer
 from dscloud.server.protocols import OUTPUT_KINDS, Batch, check_known, expected
 
@@ -244,6 +244,13 @@ def encode_infer(preds: Predictions, scorer: Scorer, batch: Batch) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _output_datatype(out: Output) -> str:
+    if out.kind != "label":
+        return "FP32"
+    classes = out.classes or ()
+    return "INT64" if all(type(c) is int for c in classes) else "BYTES"
+
+
 def model_metadata(scorer: Scorer, *, ref: str, last_error: str | None) -> dict[str, Any]:
     """The OIP v2 model metadata answer, with the envelope's identity in ``parameters``."""
     env = scorer.envelope
@@ -253,7 +260,7 @@ def model_metadata(scorer: Scorer, *, ref: str, last_error: str | None) -> dict[
         outputs.append(
             {
                 "name": out.kind,
-                "datatype": "FP32" if out.kind != "label" else "INT64",
+                "datatype": _output_datatype(out),
                 "shape": [-1, width] if width else [-1],
             }
         )
