@@ -343,7 +343,7 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
             i: f"column {col.name!r}: expected {col.describe()}, got a boolean"
             for i in range(len(values))
         }
-    elif _NUMBER_TYPES.issuperset(map(type, values)) and (
+    elif (_INT_TYPES if col.dtype == "int64" else _NUMBER_TYPES).issuperset(map(type, values)) and (
         (fast := _as_array(values, dtype)) is not None
     ):
         array = fast
@@ -378,6 +378,9 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
 
 #: Exactly these Python types pass as numbers (bool is a subclass of int, and is refused).
 _NUMBER_TYPES = frozenset({float, int})
+#: An int64 column takes only ints on the fast path: a float such as 1.5 must be refused
+#: (the per-value path checks ``is_integer``), not truncated by numpy.
+_INT_TYPES = frozenset({int})
 
 
 def _has_nan(values: Sequence[Any] | Array, array: Array) -> bool:

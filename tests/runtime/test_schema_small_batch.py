@@ -55,3 +55,14 @@ def test_inexact_rows_still_get_their_reasons(
         assert encoded.rejects == {}
     else:
         assert column in encoded.rejects[0]
+
+
+@pytest.mark.parametrize("n_rows", [1, SMALL_BATCH + 1])
+def test_int_column_refuses_fractions_on_every_path(n_rows: int) -> None:
+    schema = Schema.from_dict(
+        {"columns": [{"name": "n", "dtype": "int64"}], "outputs": [{"name": "y", "kind": "value"}]}
+    )
+    encoded = schema.encode_columns({"n": [1.5] + [2] * (n_rows - 1)}, n_rows)
+    assert "expected an integer, got 1.5" in encoded.rejects[0]
+    whole = schema.encode_columns({"n": [1.0] + [2] * (n_rows - 1)}, n_rows)
+    assert whole.rejects == {} and whole.feeds["n"][0, 0] == 1
