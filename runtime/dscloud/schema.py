@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -184,6 +185,76 @@ class Schema:
                 f"row {i}: expected an object of columns, got {type(records[i]).__name__}"
             )
         return encoded
+
+    @cached_property
+    def _one_plan(self) -> list[tuple[str, Any, int, bool, frozenset[str] | None]]:
+        plan = []
+        for col in self.columns:
+            code = 2 if col.dtype == "string" else 1 if col.dtype == "int64" else 0
+            strict = code == 2 and col.categories is not None and not col.allow_unknown
+            allowed = frozenset(col.categories or ()) if strict else None
+            plan.append((col.name, DTYPES[col.dtype], code, col.nullable, allowed))
+        return plan
+
+    def encode_one(self, record: Any) -> dict[str, Array] | None:
+        """Feeds for one row whose values all pass as they are, or None.
+
+        The single-row hot path of the server and the Lambda: one type check and one
+        assignment per column, into arrays this thread reuses (so use the feeds before the
+        next call on the same thread, as :class:`~dscloud.scorer.Scorer` does). None (anything unusual: a missing column, a null, a wrong type) sends
+        the row through :meth:`encode_records`, which says what is wrong.
+        """
+        if type(record) is not dict:
+            return None
+        values = []
+        for name, _dtype, code, nullable, allowed in self._one_plan:
+            v = record.get(name, _MISSING)
+            t = type(v)
+            if code == 0:
+                if t is float:
+                    if v != v and not nullable:
+                        return None
+                elif t is not int:
+                    return None
+            elif code == 1:
+                if t is not int:
+                    return None
+            elif t is not str or (allowed is not None and v not in allowed):
+                return None
+            values.append(v)
+        feeds = self._one_buffers()
+        try:
+            if self.matrix_input is not None:
+                feeds[self.matrix_input][0] = values
+            else:
+                for plan, v in zip(self._one_plan, values, strict=True):
+                    feeds[plan[0]][0, 0] = v
+        except (OverflowError, ValueError):
+            return None
+        return feeds
+
+    def _one_buffers(self) -> dict[str, Array]:
+        """This thread's one-row feed arrays, reused across calls: ONNX Runtime reads them
+        during ``run`` and keeps nothing, and a thread runs one session call at a time."""
+        local = self._local
+        feeds: dict[str, Array] | None = getattr(local, "feeds", None)
+        if feeds is None:
+            if self.matrix_input is not None:
+                dtype = self._one_plan[0][1]
+                feeds = {self.matrix_input: np.zeros((1, len(self.columns)), dtype=dtype)}
+            else:
+                feeds = {name: np.zeros((1, 1), dtype=dtype) for name, dtype, *_ in self._one_plan}
+            local.feeds = feeds
+        return feeds
+
+    @cached_property
+    def _local(self) -> threading.local:
+        return threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Caches (thread-local buffers among them) stay behind when a schema is pickled to
+        # a worker process.
+        return {f: self.__dict__[f] for f in ("columns", "outputs", "matrix_input")}
 
     def _gather(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Sequence[Any]]:
         """Rows into columns. Gathering dominates encoding many rows: when every row has

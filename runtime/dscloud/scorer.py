@@ -26,6 +26,9 @@ __all__ = ["GOLDEN_ATOL", "GOLDEN_RTOL", "Predictions", "Scorer", "session_optio
 
 Array = npt.NDArray[Any]
 
+_ONE_ROW = np.zeros(1, dtype=np.int64)
+_ONE_ROW.flags.writeable = False
+
 #: How closely a runtime must reproduce the golden outputs recorded at packaging time.
 #: Same ONNX Runtime, same bytes: differences only come from CPU kernels and thread counts.
 GOLDEN_ATOL = 1e-5
@@ -127,6 +130,10 @@ class Scorer:
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> Predictions:
         """Score row dicts in one session call; invalid rows land in ``rejects``."""
+        if len(records) == 1:
+            feeds = self.schema.encode_one(records[0])
+            if feeds is not None:
+                return self._run(feeds, Predictions(envelope=self.envelope, rows=_ONE_ROW))
         return self._score(self.schema.encode_records(records))
 
     def score_columns(
@@ -144,14 +151,17 @@ class Scorer:
         )
         if encoded.n_ok == 0:
             return preds
-        results = self.session.run(self._output_names, encoded.feeds)
+        return self._run(encoded.feeds, preds)
+
+    def _run(self, feeds: dict[str, Array], preds: Predictions) -> Predictions:
+        results = self.session.run(self._output_names, feeds)
         for kind, result in zip(self._kinds, results, strict=True):
-            if kind == "label":
-                preds.label = np.asarray(result).reshape(-1)
-            elif kind == "probabilities":
-                preds.probabilities = np.asarray(result)
+            if kind == "probabilities":
+                preds.probabilities = result
+            elif kind == "label":
+                preds.label = result if result.ndim == 1 else result.reshape(-1)
             else:
-                preds.value = np.asarray(result).reshape(-1)
+                preds.value = result if result.ndim == 1 else result.reshape(-1)
         return preds
 
     # -- golden examples ----------------------------------------------------------------

@@ -84,3 +84,39 @@ def test_schema_round_trips_through_json() -> None:
     assert Schema.from_dict(SCHEMA.to_dict()) == SCHEMA
     assert SCHEMA.describe()["plan"] == "one of ['basic', 'premium']"
     assert SCHEMA.unknown_columns(["tenure", "tenur"]) == ["tenur"]
+
+
+def test_one_row_fast_path_matches_the_general_path() -> None:
+    row = {"tenure": 3, "age": 40.5, "plan": "premium", "region": "mars"}
+    fast = SCHEMA.encode_one(row)
+    general = SCHEMA.encode_records([row]).feeds
+    assert fast is not None and fast.keys() == general.keys()
+    for name in fast:
+        assert fast[name].dtype == general[name].dtype
+        assert fast[name].tolist() == general[name].tolist()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {**GOOD, "tenure": "3"},
+        {**GOOD, "tenure": True},
+        {**GOOD, "tenure": None},
+        {**GOOD, "plan": "gold"},
+        {k: v for k, v in GOOD.items() if k != "region"},
+        {**GOOD, "tenure": 10**400},
+        ["not", "a", "dict"],
+    ],
+)
+def test_one_row_fast_path_leaves_anything_unusual_to_the_general_path(row) -> None:
+    assert SCHEMA.encode_one(row) is None
+
+
+def test_a_schema_with_thread_buffers_still_pickles() -> None:
+    import pickle
+
+    schema = Schema.from_dict(SCHEMA.to_dict())
+    assert schema.encode_one({"tenure": 1, "age": 2.5, "plan": "basic", "region": "x"})
+    clone = pickle.loads(pickle.dumps(schema))
+    assert clone == schema
+    assert clone.encode_one({"tenure": 2, "age": 1.0, "plan": "basic", "region": "x"})
