@@ -437,6 +437,7 @@ def cmd_team_add(args: argparse.Namespace) -> int:
         check=False,
     )
     if done.returncode != 0:
-        raise DscError((done.stderr.strip().splitlines() or ["team add failed"])[-1])
+        last = (done.stderr.strip().splitlines() or ["team add failed"])[-1]
+        raise DscError(last.removeprefix("error: "))
     print(done.stdout.strip())
     return 0
