@@ -14,6 +14,7 @@ handler and the CLI each map the tree in exactly one place::
     ├── EnvelopeError               an envelope.json that is not a valid envelope
     ├── ExportError                 a model that cannot be packaged
     │   └── ParityError             ONNX and the original estimator disagree
+    ├── ModelLoadError              ONNX Runtime cannot load the model bytes
     ├── GoldenMismatchError         a runtime reproduces the golden examples differently
     ├── SchemaError                 input that does not match the model's schema (400)
     │   └── PayloadError            a request body that cannot be decoded at all (400)
@@ -33,6 +34,7 @@ __all__ = [
     "EnvelopeError",
     "ExportError",
     "GoldenMismatchError",
+    "ModelLoadError",
     "NotFoundError",
     "NotReadyError",
     "ParityError",
@@ -110,6 +112,12 @@ class ParityError(ExportError):
     def __init__(self, message: str, report: dict[str, object]) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ModelLoadError(DscError):
+    """The bytes verify but ONNX Runtime refuses them (a corrupt or unsupported graph)."""
+
+    status = 500
 
 
 class GoldenMismatchError(DscError):

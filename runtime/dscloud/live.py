@@ -14,12 +14,23 @@ import threading
 from collections.abc import Iterable
 
 from dscloud.archive import Archive, Ref
-from dscloud.errors import DscError, NotFoundError
+from dscloud.errors import (
+    ArtifactIntegrityError,
+    ConfigError,
+    DscError,
+    EnvelopeError,
+    GoldenMismatchError,
+    ModelLoadError,
+    NotFoundError,
+)
 from dscloud.scorer import Scorer
 
 __all__ = ["LiveModel", "ModelSet"]
 
 log = logging.getLogger("dscloud.live")
+
+#: Failures that are a property of the version's bytes, not of the moment.
+_VERDICTS = (ArtifactIntegrityError, EnvelopeError, GoldenMismatchError, ModelLoadError)
 
 
 class LiveModel:
@@ -30,6 +41,7 @@ class LiveModel:
         self.ref = Ref.parse(ref) if isinstance(ref, str) else ref
         self.threads = threads
         self.last_error: str | None = None
+        self._refused: int | None = None  # the version that last failed to load
         self.scorer: Scorer = self._load(self.ref)
 
     @property
@@ -47,28 +59,43 @@ class LiveModel:
     def refresh(self) -> bool:
         """Swap in the version the reference points at now, if it changed and verifies.
 
-        Returns True when a new version was swapped in. Never raises for a bad version.
+        Returns True when a new version was swapped in. Never raises: a version that fails
+        (integrity, ONNX Runtime, goldens) is logged, kept in ``last_error`` and not tried
+        again until the reference moves; an archive that could not be read is tried again at
+        the next poll.
         """
         if not self.follows:
             return False
+        version: int | None = None
         try:
             version = self.archive.resolve(self.ref)
             if version == self.scorer.version:
+                self.last_error = None  # the alias came back to what we serve
                 return False
+            if version == self._refused:
+                return False  # already failed; keep reporting it, do not reload it every poll
             candidate = self._load(Ref(name=self.ref.name, version=version))
-        except DscError as exc:
-            self.last_error = str(exc)
+        except Exception as exc:  # a poller must survive anything the archive hands it
+            self.last_error = (
+                str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
+            )
+            # A version that fails verification stays refused; a read that failed may succeed
+            # on the next poll.
+            if isinstance(exc, _VERDICTS):
+                self._refused = version
             log.warning(
                 "keeping %s@%s: %s",
                 self.scorer.name,
                 self.scorer.version,
-                exc,
+                self.last_error,
+                exc_info=not isinstance(exc, DscError),
                 extra={"model": self.scorer.name, "version": self.scorer.version},
             )
             return False
         old = self.scorer
         self.scorer = candidate
         self.last_error = None
+        self._refused = None
         log.info(
             "swapped %s: version %s -> %s",
             self.ref,
@@ -87,6 +114,11 @@ class ModelSet:
         self.models: dict[str, LiveModel] = {}
         for ref in refs:
             live = LiveModel(archive, ref, threads=threads)
+            if live.name in self.models:
+                raise ConfigError(
+                    f"{ref} and {self.models[live.name].ref} are both model {live.name!r}; "
+                    "serve one reference per model name"
+                )
             self.models[live.name] = live
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -187,13 +187,16 @@ class Schema:
         return encoded
 
     @cached_property
-    def _one_plan(self) -> list[tuple[str, Any, int, bool, frozenset[str] | None]]:
+    def _one_plan(self) -> list[tuple[str, Any, int, float, frozenset[str] | None]]:
+        """Per column: name, numpy dtype, kind (0 float, 1 int64, 2 string), the largest
+        magnitude its dtype holds, and the categories it is limited to (if any)."""
         plan = []
         for col in self.columns:
             code = 2 if col.dtype == "string" else 1 if col.dtype == "int64" else 0
             strict = code == 2 and col.categories is not None and not col.allow_unknown
             allowed = frozenset(col.categories or ()) if strict else None
-            plan.append((col.name, DTYPES[col.dtype], code, col.nullable, allowed))
+            limit = _F32_MAX if col.dtype == "float32" else math.inf
+            plan.append((col.name, DTYPES[col.dtype], code, limit, allowed))
         return plan
 
     def encode_one(self, record: Any) -> dict[str, Array] | None:
@@ -207,15 +210,14 @@ class Schema:
         if type(record) is not dict:
             return None
         values = []
-        for name, _dtype, code, nullable, allowed in self._one_plan:
+        for name, _dtype, code, limit, allowed in self._one_plan:
             v = record.get(name, _MISSING)
             t = type(v)
             if code == 0:
-                if t is float:
-                    if v != v and not nullable:
-                        return None
-                elif t is not int:
+                if t is not float and t is not int:
                     return None
+                if not -limit <= v <= limit:
+                    return None  # NaN or beyond the dtype: the general path decides
             elif code == 1:
                 if t is not int:
                     return None
@@ -332,9 +334,12 @@ class Schema:
                 if v is None or isinstance(v, np.ndarray) or len(v) != n_rows or not _exact(col, v):
                     return None
             try:
-                block = np.array(values, dtype=dtype)  # [columns, rows]
+                with np.errstate(over="ignore"):
+                    block = np.array(values, dtype=dtype)  # [columns, rows]
             except (OverflowError, ValueError, TypeError):
                 return None
+            if block.dtype.kind == "f" and np.isinf(block).any():
+                return None  # an infinity or a float32 overflow: the general path decides
             if self.matrix_input is not None:
                 if len(self._dtype_groups) != 1:
                     return None
@@ -408,7 +413,8 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
     if isinstance(values, np.ndarray) and values.dtype.kind == "f" and col.dtype == "int64":
         return _floats_to_int(col, values)
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        array = values.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            array = values.astype(dtype, copy=False)
     elif isinstance(values, np.ndarray) and values.dtype.kind == "b":
         return np.zeros(len(values), dtype=dtype), {
             i: f"column {col.name!r}: expected {col.describe()}, got a boolean"
@@ -423,7 +429,7 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
         for i, v in enumerate(values):
             if v is _MISSING:
                 bad[i] = f"column {col.name!r} is missing: expected {col.describe()}"
-            elif v is None or (type(v) is float and math.isnan(v)):
+            elif v is None or (isinstance(v, float | np.floating) and math.isnan(v)):
                 array[i] = np.nan if col.dtype != "int64" else 0
                 if not col.nullable or col.dtype == "int64":
                     bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
@@ -440,11 +446,34 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
                     array[i] = v
                 except OverflowError:
                     bad[i] = f"column {col.name!r}: {_show(v)} is out of range for {col.dtype}"
+        _flag_overflow(col, values, array, bad)
         return array, bad
     if array.dtype.kind == "f" and not col.nullable and _has_nan(values, array):
         for i in np.flatnonzero(np.isnan(array)).tolist():
             bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
+    _flag_overflow(col, values, array, bad)
     return array, bad
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _flag_overflow(
+    col: Column, values: Sequence[Any] | Array, array: Array, bad: dict[int, str]
+) -> None:
+    """Reject finite inputs that became infinite in float32 (1e300, 10**40): scoring them
+    would answer a confident prediction for a number the model cannot represent."""
+    if col.dtype != "float32":
+        return
+    with np.errstate(over="ignore"):
+        infinite = np.flatnonzero(np.isinf(array))
+    for i in infinite.tolist():
+        v = values[i]
+        if i not in bad and not (isinstance(v, float | np.floating) and math.isinf(v)):
+            bad[i] = (
+                f"column {col.name!r}: {_show(v)} is out of range for float32 "
+                f"(at most {_F32_MAX:.4g} in magnitude)"
+            )
 
 
 #: Exactly these Python types pass as numbers (bool is a subclass of int, and is refused).
@@ -465,7 +494,8 @@ def _has_nan(values: Sequence[Any] | Array, array: Array) -> bool:
 def _as_array(values: Sequence[Any] | Array, dtype: Any) -> Array | None:
     """``values`` as an array, or None when some int is out of range (JSON allows any)."""
     try:
-        return np.asarray(values, dtype=dtype)
+        with np.errstate(over="ignore"):
+            return np.asarray(values, dtype=dtype)
     except OverflowError:
         return None
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from dscloud.envelope import Artifact, Envelope, Golden
-from dscloud.errors import GoldenMismatchError, SchemaError
+from dscloud.errors import GoldenMismatchError, ModelLoadError, SchemaError
 from dscloud.schema import Encoded
 
 __all__ = ["GOLDEN_ATOL", "GOLDEN_RTOL", "Predictions", "Scorer", "session_options"]
@@ -104,11 +104,17 @@ class Scorer:
     def __init__(self, artifact: Artifact, *, threads: int = 1, check_goldens: bool = True) -> None:
         self.envelope = artifact.envelope
         self.schema = artifact.envelope.schema
-        self.session = ort.InferenceSession(
-            artifact.model,
-            sess_options=session_options(threads),
-            providers=["CPUExecutionProvider"],
-        )
+        try:
+            self.session = ort.InferenceSession(
+                artifact.model,
+                sess_options=session_options(threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own types for a bad graph
+            raise ModelLoadError(
+                f"{artifact.envelope.ref} (sha256 {artifact.envelope.sha256[:12]}): ONNX Runtime "
+                f"cannot load model.onnx: {type(exc).__name__}: {exc}"
+            ) from exc
         self._output_names = [o.name for o in self.schema.outputs]
         self._kinds = [o.kind for o in self.schema.outputs]
         if check_goldens:

@@ -32,3 +32,56 @@ def test_pinned_versions_never_move(archive: Archive, churn_artifact) -> None:
     models = ModelSet(archive, ["churn@1"])
     dscloud.publish(churn_artifact, archive)
     assert models.refresh() == [] and models.get("churn").scorer.version == 1
+
+
+def test_a_version_onnx_runtime_cannot_load_is_refused_once_and_the_poller_survives(
+    archive: Archive, churn_artifact, caplog
+) -> None:
+    import dataclasses
+
+    from dscloud.envelope import sha256_hex
+
+    # given v2 whose bytes verify (the envelope records their sha256) but are no ONNX graph
+    garbage = b"not an onnx graph"
+    env = dataclasses.replace(
+        churn_artifact.envelope, sha256=sha256_hex(garbage), size_bytes=len(garbage)
+    )
+    archive.publish(env, garbage)
+    archive.promote("churn", 2, "production")
+    models = ModelSet(archive, ["churn@1"])  # a pinned one never moves
+    live = LiveModel(archive, "churn@1")
+    live.ref = live.ref.__class__(name="churn", alias="production")
+
+    # when polled twice, then it keeps v1, says why, and does not reload v2 every poll
+    assert not live.refresh()
+    assert live.scorer.version == 1 and "ONNX Runtime cannot load" in (live.last_error or "")
+    loads = []
+    live._load = lambda ref: loads.append(ref)  # type: ignore[method-assign]
+    assert not live.refresh() and loads == []
+
+    # and a good v3 still swaps in
+    del live._load
+    dscloud.publish(churn_artifact, archive)
+    archive.promote("churn", 3, "production")
+    assert live.refresh() and live.scorer.version == 3 and live.last_error is None
+    assert models.get("churn").scorer.version == 1
+
+
+def test_the_poller_survives_an_unexpected_archive_failure(archive: Archive, monkeypatch) -> None:
+    live = LiveModel(archive, "churn@production")
+
+    def broken(ref):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(archive, "resolve", broken)
+    assert not live.refresh()
+    assert live.last_error == "OSError: disk on fire" and live.scorer.version == 1
+
+
+def test_two_references_to_one_model_name_are_refused(archive: Archive) -> None:
+    import pytest
+
+    from dscloud.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="both model 'churn'"):
+        ModelSet(archive, ["churn@production", "churn@1"])

@@ -120,3 +120,30 @@ def test_a_schema_with_thread_buffers_still_pickles() -> None:
     clone = pickle.loads(pickle.dumps(schema))
     assert clone == schema
     assert clone.encode_one({"tenure": 2, "age": 1.0, "plan": "basic", "region": "x"})
+
+
+@pytest.mark.parametrize("value", [1e300, -1e39, 10**40])
+def test_a_number_beyond_float32_is_rejected_not_scored_as_infinity(value) -> None:
+    # one row (the fast path), a few rows, and a numpy column all refuse it
+    for rows in ([{**GOOD, "tenure": value}], [{**GOOD, "tenure": value}] * 20):
+        enc = SCHEMA.encode_records(rows)
+        assert "column 'tenure'" in enc.rejects[0] and "out of range for float32" in enc.rejects[0]
+    cols = {
+        "tenure": np.array([1.0, float(value)]),
+        "age": np.array([1.0, 2.0]),
+        "plan": ["basic", "basic"],
+        "region": ["n", "n"],
+    }
+    enc = SCHEMA.encode_columns(cols, 2)
+    assert enc.rows.tolist() == [0] and "out of range for float32" in enc.rejects[1]
+
+
+def test_a_numpy_nan_in_a_list_is_a_null() -> None:
+    cols = {
+        "tenure": [np.float64("nan"), 1.0],
+        "age": [1.0, 1.0],
+        "plan": ["basic"] * 2,
+        "region": ["n", True],
+    }
+    enc = SCHEMA.encode_columns(cols, 2)
+    assert "column 'tenure' is null" in enc.rejects[0]

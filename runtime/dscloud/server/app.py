@@ -185,13 +185,16 @@ class ModelServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def live(self, name: str, version: str | None = None) -> LiveModel:
+    def live(self, name: str, version: str | None = None) -> tuple[LiveModel, Scorer]:
+        """The live model and the scorer that answers this request, read once: a hot swap
+        between the version check and the scoring cannot hand the request to another version."""
         live = self.models.get(name)
-        if version is not None and version != str(live.scorer.version):
+        scorer = live.scorer
+        if version is not None and version != str(scorer.version):
             raise NotFoundError(
-                f"model {name!r} is serving version {live.scorer.version}, not {version!r}"
+                f"model {name!r} is serving version {scorer.version}, not {version!r}"
             )
-        return live
+        return live, scorer
 
     # -- health and metadata --------------------------------------------------------------
 
@@ -213,14 +216,14 @@ class ModelServer:
 
     async def model_metadata(self, request: Request, exchange: Exchange) -> Response:
         params = request.path_params
-        live = self.live(params["name"], params.get("version"))
-        scorer = exchange.scorer = live.scorer
+        live, scorer = self.live(params["name"], params.get("version"))
+        exchange.scorer = scorer
         body = oip.model_metadata(scorer, ref=str(live.ref), last_error=live.last_error)
         return _json(body, headers=_model_headers(scorer))
 
     async def model_ready(self, request: Request, exchange: Exchange) -> Response:
         params = request.path_params
-        scorer = exchange.scorer = self.live(params["name"], params.get("version")).scorer
+        scorer = exchange.scorer = self.live(params["name"], params.get("version"))[1]
         return _json({"name": scorer.name, "ready": True}, headers=_model_headers(scorer))
 
     async def ping(self, request: Request, exchange: Exchange) -> Response:
@@ -237,7 +240,7 @@ class ModelServer:
 
     async def infer(self, request: Request, exchange: Exchange) -> Response:
         params = request.path_params
-        scorer = exchange.scorer = self.live(params["name"], params.get("version")).scorer
+        scorer = exchange.scorer = self.live(params["name"], params.get("version"))[1]
         body = await self.body(request)
 
         def work() -> bytes:
