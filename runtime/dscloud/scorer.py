@@ -88,7 +88,8 @@ class Predictions:
     def raise_for_rejects(self) -> None:
         """Raise :class:`SchemaError` for the first rejected row (the server's all-or-nothing)."""
         if self.rejects:
-            row, reason = next(iter(self.rejects.items()))
+            row = min(self.rejects)
+            reason = self.rejects[row]
             more = f" (and {len(self.rejects) - 1} more rows)" if len(self.rejects) > 1 else ""
             expected = ", ".join(f"{k}: {v}" for k, v in self.envelope.schema.describe().items())
             raise SchemaError(

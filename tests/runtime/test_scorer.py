@@ -56,3 +56,11 @@ def test_columns_and_records_give_identical_answers(churn_artifact, churn_exampl
 def test_all_rows_rejected_makes_no_session_call(churn_artifact) -> None:
     preds = Scorer(churn_artifact).score_records([{"plan": 1}])
     assert len(preds) == 0 and preds.probabilities is None and 0 in preds.rejects
+
+
+def test_the_reported_reject_is_the_first_bad_row(churn_artifact) -> None:
+    good = churn_artifact.envelope.goldens[0].inputs
+    preds = Scorer(churn_artifact).score_records([good, {**good, "plan": 1}, "not a row"])
+    with pytest.raises(SchemaError, match=r"^row 1: column 'plan'") as err:
+        preds.raise_for_rejects()
+    assert err.value.row == 1
