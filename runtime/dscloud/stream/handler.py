@@ -6,7 +6,9 @@ Record format (one per Kinesis record; Lambda delivers ``data`` base64-encoded):
 
 See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
 
-1. **Decode** every record. Bad base64, bad JSON or a wrong shape is a *reject*.
+1. **Decode** every record. Bad base64, bad JSON, a wrong shape, an out-of-range
+   ``event_time`` or any other error while decoding is a *reject*: decoding depends only
+   on the record's bytes, so a retry would fail the same way and block the shard.
 2. **Score** every decoded record in **one** ONNX call (:meth:`Scorer.score_records`). A row
    the model's schema refuses is a *reject* with the schema's reason.
 3. **Write** the newest prediction per entity to the DynamoDB table with a conditional put
@@ -276,13 +278,17 @@ class StreamScorer:
                 slot.outcome = "deferred"  # redelivered from the first failure on
 
     def _decode(self, slot: _Slot) -> None:
+        # Every error here comes from the record's bytes alone, so it is a reject.
         try:
-            try:
-                data = slot.record.kinesis.data_as_bytes()
-            except (binascii.Error, ValueError) as exc:
-                raise PayloadError(f"record data is not base64 ({exc})") from None
+            data = slot.record.kinesis.data_as_bytes()
+        except Exception as exc:
+            self._fail(slot, PayloadError(f"record data is not base64 ({exc})"))
+            return
+        try:
             slot.event = parse_payload(data)
         except Exception as exc:
+            if not isinstance(exc, PayloadError):
+                exc = PayloadError(f"record cannot be decoded ({type(exc).__name__}: {exc})")
             self._fail(slot, exc)
 
     def _score(self, slots: Sequence[_Slot]) -> None:

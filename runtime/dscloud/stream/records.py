@@ -10,7 +10,8 @@ base64-encoded; :func:`parse_payload` gets the decoded bytes)::
 ``event_time`` is when the features were true, not when the record was sent: it orders
 predictions for the same entity, so a replayed or late record never overwrites a newer
 prediction. It is normalised to :func:`normalize_event_time`'s fixed-width UTC form so
-that string order is time order (which is how DynamoDB compares it).
+that string order is time order (which is how DynamoDB compares it). A timestamp that has
+no UTC equivalent between years 1 and 9999 (``9999-12-31T23:59:59-01:00``) is refused.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class StreamEvent:
 def normalize_event_time(value: Any) -> str:
     """``value`` (ISO-8601 text) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC.
 
-    Raises :class:`PayloadError` when it is not an ISO-8601 timestamp.
+    Raises :class:`PayloadError` when it is not an ISO-8601 timestamp, or names an
+    instant outside years 1-9999 in UTC.
     """
     if not isinstance(value, str) or not value:
         raise PayloadError(
@@ -63,16 +65,38 @@ def normalize_event_time(value: Any) -> str:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PayloadError(
+            f"event_time {value[:64]!r} is out of range: in UTC it falls outside years 1-9999",
+            field="event_time",
+        ) from None
+    # The year by hand: strftime's %Y does not pad years before 1000, which would break
+    # the fixed width that makes string order time order.
+    return f"{parsed.year:04d}-" + parsed.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_payload(data: bytes) -> StreamEvent:
     """Decode one record's bytes into a :class:`StreamEvent`.
 
-    Raises :class:`PayloadError` (never anything else) saying what was wrong: such a record
-    can never succeed, so the handler sends it to the rejects queue.
+    Raises :class:`PayloadError` (never anything else) saying what was wrong: decoding
+    depends only on the bytes, so such a record can never succeed and the handler sends it
+    to the rejects queue. An unforeseen error (say, a 5,000-digit number, which ``json``
+    refuses with a ``ValueError``) becomes a :class:`PayloadError` too, rather than a
+    failure Lambda would retry forever.
     """
+    try:
+        return _parse(data)
+    except PayloadError:
+        raise
+    except Exception as exc:
+        raise PayloadError(
+            f"record cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+
+
+def _parse(data: bytes) -> StreamEvent:
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -225,3 +225,30 @@ def test_settings_without_a_table_are_refused(archive: Archive, aws: Aws) -> Non
             dynamodb=aws.dynamodb,
             sqs=aws.sqs,
         )
+
+
+@pytest.mark.parametrize(
+    ("data", "word"),
+    [
+        (payload("p-range", feature_rows(1)[0], "9999-12-31T23:59:59-01:00"), "event_time"),
+        (
+            payload("p-digits", {"tenure_months": 0}).replace(b"0}", b"1" * 5000 + b"}"),
+            "cannot be decoded",
+        ),
+    ],
+    ids=["event-time-out-of-range", "json-value-error"],
+)
+def test_a_record_that_fails_to_decode_is_rejected_not_retried(
+    archive: Archive, aws: Aws, data: bytes, word: str
+) -> None:
+    # given: the bad record sits between two good ones
+    rows = feature_rows(2)
+    event = kinesis_event([payload("e0", rows[0]), data, payload("e1", rows[1])])
+    # when
+    response = stream_scorer(archive, aws).handle(event, FakeContext())
+    # then: nothing blocks the shard, the good records are written, the bad one is a reject
+    assert response == {"batchItemFailures": []}
+    assert set(table_items(aws)) == {"e0", "e1"}
+    (reject,) = drain_queue(aws.sqs, aws.rejects_url)
+    assert word in reject["reason"]
+    assert base64.b64decode(reject["payload_base64"]) == data
