@@ -14,7 +14,8 @@ See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
 3. **Write** the newest prediction per entity to the DynamoDB table with a conditional put
    (why not ``BatchWriteItem``: :mod:`dscloud.stream.sinks`). An older ``event_time`` never
    replaces a newer one; a stale write counts as done. Records superseded inside the batch
-   by a newer one for the same entity are done too.
+   by a newer one for the same entity are done too. A put DynamoDB refuses as invalid
+   (``ValidationException``) is a *reject*.
 4. **Output** (optional): put the written predictions on a Kinesis stream.
 5. **Reject**: send rejects to the SQS queue with the reason and the original payload;
    they count as handled, so one poison record never blocks the shard.
@@ -253,7 +254,7 @@ class StreamScorer:
         )
         for slot, result in zip(winners, results, strict=True):
             if isinstance(result, Exception):
-                slot.error, slot.outcome = result, "failed"
+                self._fail(slot, result)  # a put DynamoDB refuses as invalid is a reject
             else:
                 slot.outcome = result
         cutoff = _first_failure(slots, cutoff)

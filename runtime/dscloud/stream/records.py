@@ -3,7 +3,7 @@
 Each Kinesis record carries one UTF-8 JSON object (Kinesis hands it to Lambda
 base64-encoded; :func:`parse_payload` gets the decoded bytes)::
 
-    {"entity_id": "u00000042",                       # non-empty string, <= 1024 characters
+    {"entity_id": "u00000042",                       # non-empty string, <= 2048 UTF-8 bytes
      "features": {"tenure_months": 12, "plan": "basic", ...},   # the model's columns
      "event_time": "2024-05-01T12:00:00.250Z"}        # ISO-8601; no zone means UTC
 
@@ -12,6 +12,9 @@ predictions for the same entity, so a replayed or late record never overwrites a
 prediction. It is normalised to :func:`normalize_event_time`'s fixed-width UTC form so
 that string order is time order (which is how DynamoDB compares it). A timestamp that has
 no UTC equivalent between years 1 and 9999 (``9999-12-31T23:59:59-01:00``) is refused.
+
+``entity_id`` is the table's partition key, which DynamoDB limits to 2048 bytes of UTF-8,
+not characters: 1024 CJK characters are 3072 bytes and are refused here.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from dscloud.errors import PayloadError
 
 __all__ = ["MAX_ENTITY_ID", "StreamEvent", "normalize_event_time", "parse_payload"]
 
-MAX_ENTITY_ID = 1024
+#: DynamoDB's limit on a partition key, in bytes of UTF-8 (not characters).
+MAX_ENTITY_ID = 2048
 _FIELDS = ("entity_id", "features", "event_time")
 
 
@@ -111,9 +115,18 @@ def _parse(data: bytes) -> StreamEvent:
     if missing:
         raise PayloadError(f"record lacks {missing}; a record is an object with {list(_FIELDS)}")
     entity_id = doc["entity_id"]
-    if not isinstance(entity_id, str) or not entity_id or len(entity_id) > MAX_ENTITY_ID:
+    if not isinstance(entity_id, str) or not entity_id:
         raise PayloadError(
-            f"entity_id: expected a non-empty string of at most {MAX_ENTITY_ID} characters",
+            f"entity_id: expected a non-empty string of at most {MAX_ENTITY_ID} bytes of UTF-8",
+            field="entity_id",
+        )
+    try:
+        size = len(entity_id.encode())
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON)
+        raise PayloadError("entity_id is not valid Unicode", field="entity_id") from None
+    if size > MAX_ENTITY_ID:
+        raise PayloadError(
+            f"entity_id is {size} bytes of UTF-8: the table's key takes at most {MAX_ENTITY_ID}",
             field="entity_id",
         )
     features = doc["features"]

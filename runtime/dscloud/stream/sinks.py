@@ -13,6 +13,11 @@ conditional put, issued concurrently from a small thread pool (boto3 clients are
 thread-safe), and a throttled put is retried a bounded number of times within the
 invocation before it is reported for Lambda to retry. The same item written twice is a
 no-op in effect (same key, same inputs), which makes replays and retries idempotent.
+
+A put DynamoDB refuses with ``ValidationException`` (a key over 2048 bytes, an item over
+400 KB) fails the same way on every retry, so it is reported as a
+:class:`~dscloud.errors.PayloadError` naming the ``entity_id``: the handler sends the
+record to the rejects queue instead of blocking its shard.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from dscloud.errors import PayloadError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -163,7 +170,9 @@ class PredictionTable:
 
         Items that fail are retried (with jittered backoff) up to ``attempts`` passes, or
         until ``deadline`` (``time.monotonic()``) would pass; what still fails is returned
-        as its exception for the caller to report. Never raises an ``Exception``.
+        as its exception for the caller to report. An item DynamoDB refuses as invalid is
+        not retried: its error is a :class:`PayloadError` (a reject). Never raises an
+        ``Exception``.
         """
         if not predictions:
             return []
@@ -182,7 +191,12 @@ class PredictionTable:
                 results = list(pool.map(lambda i: self._put(items[i]), pending))
                 for i, result in zip(pending, results, strict=True):
                     outcomes[i] = result
-                pending = [i for i in pending if isinstance(outcomes[i], Exception)]
+                pending = [
+                    i
+                    for i in pending
+                    if isinstance(outcomes[i], Exception)
+                    and not isinstance(outcomes[i], PayloadError)
+                ]
         return outcomes
 
     def _put(self, item: dict[str, AttributeValueTypeDef]) -> str | Exception:
@@ -194,8 +208,17 @@ class PredictionTable:
                 ExpressionAttributeValues={":t": item["event_time"], ":k": item["sequence_key"]},
             )
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            code = error_code(exc)
+            if code == "ConditionalCheckFailedException":
                 return STALE
+            if code == "ValidationException":
+                entity_id = str(item["entity_id"].get("S", ""))
+                message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+                return PayloadError(
+                    f"DynamoDB refused the prediction for entity_id {entity_id[:64]!r} "
+                    f"({len(entity_id.encode())} bytes of UTF-8): {message}",
+                    field="entity_id",
+                )
             return exc
         return WRITTEN
 

@@ -252,3 +252,19 @@ def test_a_record_that_fails_to_decode_is_rejected_not_retried(
     (reject,) = drain_queue(aws.sqs, aws.rejects_url)
     assert word in reject["reason"]
     assert base64.b64decode(reject["payload_base64"]) == data
+
+
+def test_an_entity_id_over_the_key_limit_in_bytes_is_rejected_not_retried(
+    archive: Archive, aws: Aws
+) -> None:
+    # given: 700 characters, but 2100 bytes of UTF-8 (DynamoDB's key limit is 2048 bytes)
+    rows = feature_rows(2)
+    long_id = "\u4e2d" * 700
+    event = kinesis_event([payload("e0", rows[0]), payload(long_id, rows[1])])
+    # when
+    response = stream_scorer(archive, aws).handle(event, FakeContext())
+    # then
+    assert response == {"batchItemFailures": []}
+    assert set(table_items(aws)) == {"e0"}
+    (reject,) = drain_queue(aws.sqs, aws.rejects_url)
+    assert "entity_id" in reject["reason"]

@@ -28,3 +28,11 @@ def test_any_decoding_error_is_a_payload_error() -> None:
     data = payload("e1", {"tenure_months": 0}).replace(b"0}", b"1" * 5000 + b"}")
     with pytest.raises(PayloadError, match="cannot be decoded"):
         parse_payload(data)
+
+
+def test_entity_id_is_limited_in_utf8_bytes_not_characters() -> None:
+    # 700 CJK characters are 2100 bytes: over DynamoDB's 2048-byte key limit
+    with pytest.raises(PayloadError, match="entity_id") as caught:
+        parse_payload(payload("\u4e2d" * 700, {}))
+    assert caught.value.field == "entity_id"
+    assert parse_payload(payload("\u4e2d" * 682, {})).entity_id == "\u4e2d" * 682  # 2046 bytes
