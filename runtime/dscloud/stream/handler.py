@@ -18,7 +18,9 @@ See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
    (``ValidationException``) is a *reject*.
 4. **Output** (optional): put the written predictions on a Kinesis stream.
 5. **Reject**: send rejects to the SQS queue with the reason and the original payload;
-   they count as handled, so one poison record never blocks the shard.
+   they count as handled, so one poison record never blocks the shard. Batches are packed
+   by size as well as count, and a payload too large for the queue is stored as its
+   length, sha256 and first bytes (:class:`~dscloud.stream.sinks.RejectsQueue`).
 6. **Report** transient failures (throttling, timeouts, any AWS error) as
    ``batchItemFailures`` keyed by sequence number, so Lambda retries them.
 

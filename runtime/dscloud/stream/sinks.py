@@ -28,7 +28,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,7 +54,12 @@ __all__ = [
 
 WRITTEN = "written"
 STALE = "stale"  # a newer prediction for the entity is already in the table
-SQS_MAX_BYTES = 256 * 1024
+SQS_MAX_BYTES = 256 * 1024  # a message (and a batch) on queues predating 1 MiB messages
+BATCH_MAX_BYTES = SQS_MAX_BYTES
+BATCH_MAX_ENTRIES = 10
+ENTRY_HEADROOM = 256  # per batch entry: its id, group id and deduplication id
+BODY_MAX_BYTES = SQS_MAX_BYTES - 1024
+MIN_BODY_BYTES = 1024  # the smallest MaximumMessageSize a queue can set
 SEQUENCE_DIGITS = 129  # Kinesis sequence numbers have at most 129 digits
 
 # Newer event_time wins; at the same event_time the later sequence number wins, and the
@@ -243,8 +248,17 @@ class Reject:
         key = f"{self.event_source_arn}|{self.shard_id}|{self.sequence_number}"
         return hashlib.sha256(key.encode()).hexdigest()
 
-    def to_body(self, *, max_bytes: int = SQS_MAX_BYTES) -> str:
-        """The SQS message body (JSON). An oversized payload is left out, with its sha256."""
+    def to_body(self, *, max_bytes: int = BODY_MAX_BYTES) -> str:
+        """The SQS message body (JSON, ASCII), at most ``max_bytes`` long.
+
+        A body that would be longer keeps everything but the payload, which is replaced
+        by a clear marker: ``payload_base64`` is null, ``payload_truncated`` true, and
+        ``payload_bytes``, ``payload_sha256`` and ``payload_prefix_base64`` (as many
+        leading bytes as fit) describe the original. Nothing is lost: ``source`` names the
+        shard and sequence number the whole record can be read back from while the stream
+        retains it, and the sha256 checks that it is the same record. When even that does
+        not fit (a ``max_bytes`` of 1 KiB), the reason and ids are shortened too.
+        """
         doc: dict[str, Any] = {
             "reason": self.reason,
             "entity_id": self.entity_id,
@@ -259,21 +273,58 @@ class Reject:
             "model": self.model,
             "payload_base64": base64.b64encode(self.payload).decode(),
         }
-        body = json.dumps(doc)
-        if len(body.encode()) > max_bytes - 1024:
-            doc["payload_base64"] = None
-            doc["payload_truncated"] = True
-            doc["payload_bytes"] = len(self.payload)
-            doc["payload_sha256"] = hashlib.sha256(self.payload).hexdigest()
-            doc["reason"] = self.reason[:4096]
-            body = json.dumps(doc)
-        return body
+        body = json.dumps(doc)  # ensure_ascii: characters are bytes
+        if len(body) <= max_bytes:
+            return body
+        doc["payload_base64"] = None
+        doc["payload_truncated"] = True
+        doc["payload_bytes"] = len(self.payload)
+        doc["payload_sha256"] = hashlib.sha256(self.payload).hexdigest()
+        doc["payload_prefix_base64"] = ""
+        cut = 4096
+        while True:
+            doc["reason"] = _shorten(self.reason, cut)
+            doc["entity_id"] = None if self.entity_id is None else _shorten(self.entity_id, cut)
+            doc["source"]["partition_key"] = _shorten(self.partition_key, cut)
+            room = max_bytes - len(json.dumps(doc))
+            if room >= 0 or cut <= 16:
+                break
+            cut //= 4
+        prefix = self.payload[: max(0, room - 4) // 4 * 3]
+        doc["payload_prefix_base64"] = base64.b64encode(prefix).decode()
+        return json.dumps(doc)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "...[truncated]"
+
+
+class SQSRefused(RuntimeError):
+    """One entry of a ``SendMessageBatch`` that SQS refused (carries its error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"SQS refused the reject: {code} {message}")
+        self.response = {"Error": {"Code": code, "Message": message}}
 
 
 class RejectsQueue:
-    """Sends rejects to SQS in batches of ten. A ``.fifo`` queue deduplicates redeliveries
-    by record id (five-minute window); a standard queue is at-least-once and its readers
-    deduplicate by the body's ``record_id``."""
+    """Sends rejects to SQS in batches. A ``.fifo`` queue deduplicates redeliveries by
+    record id (five-minute window); a standard queue is at-least-once and its readers
+    deduplicate by the body's ``record_id``.
+
+    A batch holds at most ten messages and at most :data:`BATCH_MAX_BYTES` of bodies (with
+    :data:`ENTRY_HEADROOM` counted for each entry's ids and attributes): 256 KiB, the
+    limit of queues and regions that predate SQS's 1 MiB messages, so it holds on every
+    queue. A batch of one is sent with ``SendMessage``. A body is at most
+    :data:`BODY_MAX_BYTES` (see :meth:`Reject.to_body`).
+
+    A message SQS refuses for its size or content (``BatchRequestTooLong``,
+    ``InvalidParameterValue``, e.g. a queue whose ``MaximumMessageSize`` is below our
+    bodies) would be refused on every retry, so it is sent again, alone, with a body of at
+    most :data:`MIN_BODY_BYTES` (the smallest limit a queue can set): the reason, the
+    source (shard and sequence number) and the payload's length, sha256 and first bytes.
+    Only when that is refused too is the reject reported as failed (and retried).
+    """
 
     def __init__(self, client: SQSClient, queue_url: str) -> None:
         self.client = client
@@ -283,35 +334,78 @@ class RejectsQueue:
     def send(self, rejects: Sequence[Reject]) -> list[Exception | None]:
         """Send each reject in order; returns None per sent message or the error.
 
-        Stops at the first chunk with a failure: the rest are returned as not sent, so a
+        Stops at the first batch with a failure: the rest are returned as not sent, so a
         redelivery (which starts at the earliest failure) sends nothing twice. Never raises.
         """
         outcomes: list[Exception | None] = [None] * len(rejects)
-        for start in range(0, len(rejects), 10):
-            if any(o is not None for o in outcomes[:start]):
-                for i in range(start, len(rejects)):
+        bodies = {i: r.to_body() for i, r in enumerate(rejects)}
+        for batch in _batches(list(bodies.values())):
+            if any(o is not None for o in outcomes):
+                for i in range(batch[0], len(rejects)):
                     outcomes[i] = RuntimeError("not sent: an earlier reject failed")
                 break
-            chunk = range(start, min(start + 10, len(rejects)))
-            entries: list[Any] = []
-            for i in chunk:
-                entry: dict[str, Any] = {"Id": str(i), "MessageBody": rejects[i].to_body()}
-                if self.fifo:
-                    entry["MessageGroupId"] = rejects[i].shard_id or "rejects"
-                    entry["MessageDeduplicationId"] = rejects[i].record_id
-                entries.append(entry)
-            try:
-                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            except Exception as exc:
-                for i in chunk:
-                    outcomes[i] = exc
-                continue
-            for failed in response.get("Failed", []):
-                outcomes[int(failed["Id"])] = RuntimeError(
-                    f"SQS refused reject {failed['Id']}: {failed.get('Code')} "
-                    f"{failed.get('Message', '')}"
-                )
+            for i, error in self._deliver(rejects, batch, bodies).items():
+                outcomes[i] = error
+                if _refused_as_invalid(error):
+                    small = {i: rejects[i].to_body(max_bytes=MIN_BODY_BYTES)}
+                    outcomes[i] = self._deliver(rejects, [i], small).get(i)
         return outcomes
+
+    def _deliver(
+        self, rejects: Sequence[Reject], batch: Sequence[int], bodies: Mapping[int, str]
+    ) -> dict[int, Exception]:
+        """Send ``batch`` (indices into ``rejects``); returns the error of each not sent."""
+        entries: list[Any] = []
+        for i in batch:
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": bodies[i]}
+            if self.fifo:
+                entry["MessageGroupId"] = rejects[i].shard_id or "rejects"
+                entry["MessageDeduplicationId"] = rejects[i].record_id
+            entries.append(entry)
+        try:
+            if len(entries) == 1:
+                self.client.send_message(
+                    QueueUrl=self.queue_url, **{k: v for k, v in entries[0].items() if k != "Id"}
+                )
+                return {}
+            response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            if len(batch) > 1 and _refused_as_invalid(exc):
+                # The batch as a whole is too long for this queue: each message alone.
+                errors: dict[int, Exception] = {}
+                for i in batch:
+                    errors.update(self._deliver(rejects, [i], bodies))
+                return errors
+            return dict.fromkeys(batch, exc)
+        return {
+            int(failed["Id"]): SQSRefused(str(failed.get("Code")), failed.get("Message", ""))
+            for failed in response.get("Failed", [])
+        }
+
+
+#: Error codes SQS gives a message it will never accept as it is (size or content).
+INVALID_CODES = frozenset(
+    {"BatchRequestTooLong", "InvalidParameterValue", "InvalidMessageContents", "MessageTooLong"}
+)
+
+
+def _refused_as_invalid(exc: BaseException | None) -> bool:
+    # The JSON protocol may prefix codes with "AWS.SimpleQueueService.".
+    return exc is not None and error_code(exc).rsplit(".", 1)[-1] in INVALID_CODES
+
+
+def _batches(bodies: Sequence[str]) -> list[list[int]]:
+    """Consecutive indices of ``bodies``, packed by count and by total size."""
+    batches: list[list[int]] = []
+    size = 0
+    for i, body in enumerate(bodies):
+        need = len(body) + ENTRY_HEADROOM
+        if not batches or len(batches[-1]) == BATCH_MAX_ENTRIES or size + need > BATCH_MAX_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(i)
+        size += need
+    return batches
 
 
 class OutputStream:

@@ -268,3 +268,18 @@ def test_an_entity_id_over_the_key_limit_in_bytes_is_rejected_not_retried(
     assert set(table_items(aws)) == {"e0"}
     (reject,) = drain_queue(aws.sqs, aws.rejects_url)
     assert "entity_id" in reject["reason"]
+
+
+def test_several_large_poison_records_are_all_rejected_with_their_payloads(
+    archive: Archive, aws: Aws
+) -> None:
+    # given: six records of 180 KB that are not JSON; their bodies (~240 KB each) add up
+    # to more than SQS's 1 MiB batch limit
+    poison = [bytes([65 + k]) * 180_000 for k in range(6)]
+    event = kinesis_event([payload("e0", feature_rows(1)[0]), *poison])
+    # when
+    response = stream_scorer(archive, aws).handle(event, FakeContext())
+    # then
+    assert response == {"batchItemFailures": []}
+    rejects = drain_queue(aws.sqs, aws.rejects_url)
+    assert sorted(base64.b64decode(r["payload_base64"]) for r in rejects) == poison

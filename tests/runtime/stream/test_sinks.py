@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
+import pytest
+
 from dscloud.errors import PayloadError
-from dscloud.stream.sinks import WRITTEN, Prediction, PredictionTable
-from tests.runtime.stream.conftest import Aws
+from dscloud.stream.sinks import WRITTEN, Prediction, PredictionTable, Reject, RejectsQueue
+from tests.runtime.stream.conftest import Aws, drain_queue
 
 
 def prediction(entity_id: str) -> Prediction:
@@ -52,3 +56,45 @@ def test_a_put_dynamodb_refuses_as_invalid_is_a_payload_error_not_retried(aws: A
     assert refused.field == "entity_id"
     assert "entity_id" in str(refused)
     assert client.calls == 2  # one put each: the refused one is not retried
+
+
+def reject(
+    payload: bytes, sequence_number: str = "1", reason: str = "record is not JSON"
+) -> Reject:
+    return Reject(
+        reason=reason,
+        payload=payload,
+        event_source_arn="arn:aws:kinesis:us-east-1:123456789012:stream/events",
+        shard_id="shardId-000000000000",
+        sequence_number=sequence_number,
+        partition_key="pk",
+        entity_id="e1",
+        model={"name": "churn", "version": 1, "sha256": "0" * 64},
+    )
+
+
+def test_a_body_too_long_for_the_queue_is_sent_with_the_payload_truncated(aws: Aws) -> None:
+    # given: a queue that takes messages of at most 1 KiB, and a reject of 5,000 bytes
+    url = aws.sqs.create_queue(
+        QueueName="small-rejects", Attributes={"MaximumMessageSize": "1024"}
+    )["QueueUrl"]
+    data = bytes(range(256)) * 20
+    # when
+    outcomes = RejectsQueue(aws.sqs, url).send([reject(data, reason="x" * 5000)])
+    # then
+    assert outcomes == [None]
+    (body,) = drain_queue(aws.sqs, url)
+    assert body["payload_base64"] is None
+    assert body["payload_truncated"] is True
+    assert body["payload_bytes"] == len(data)
+    assert body["payload_sha256"] == hashlib.sha256(data).hexdigest()
+    prefix = base64.b64decode(body["payload_prefix_base64"])
+    assert prefix and data.startswith(prefix)
+    assert body["reason"].startswith("xxx")
+    assert body["source"]["sequence_number"] == "1"
+
+
+@pytest.mark.parametrize("max_bytes", [1024, 4096, 300_000])
+def test_a_body_is_never_longer_than_asked(max_bytes: int) -> None:
+    r = reject(b"\xff" * 200_000, reason="\u4e2d" * 3000)
+    assert len(r.to_body(max_bytes=max_bytes).encode()) <= max_bytes
