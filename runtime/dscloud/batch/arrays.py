@@ -17,7 +17,14 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-__all__ = ["arrow_array", "arrow_strings", "dictionary_codes", "numpy_array", "valid_mask"]
+__all__ = [
+    "arrow_array",
+    "arrow_strings",
+    "dictionary_codes",
+    "integer_array",
+    "numpy_array",
+    "valid_mask",
+]
 
 Array = npt.NDArray[Any]
 
@@ -72,6 +79,28 @@ def numpy_array(array: pa.Array) -> Array:
     if pa.types.is_boolean(array.type) and not array.null_count:
         return _bits(array.buffers()[1], array.offset, n) if n else np.empty(0, np.bool_)
     return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def integer_array(array: pa.Array) -> tuple[Array, Array | None]:
+    """An integer ``array`` as numpy integers of its own width, and its validity.
+
+    Returns the values (a null holds 0) and :func:`valid_mask`'s mask (None when no value
+    is null). Unlike :func:`numpy_array`, nulls do not turn the values into float64, which
+    holds integers exactly only up to 2**53. Raises ``TypeError`` for a non-integer type.
+    """
+    dtype = _fixed_width(array.type)
+    if dtype is None or dtype.kind not in "iu":
+        raise TypeError(f"an array of {array.type}: expected integers")
+    n = len(array)
+    if n == 0:
+        return np.empty(0, dtype=dtype), None
+    data: Array = np.frombuffer(
+        array.buffers()[1], dtype=dtype, count=n, offset=array.offset * dtype.itemsize
+    )
+    valid = valid_mask(array)
+    if valid is None:
+        return data, None
+    return np.where(valid, data, 0).astype(dtype, copy=False), valid
 
 
 def dictionary_codes(array: pa.DictionaryArray) -> Array:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dscloud.batch.arrays import dictionary_codes, numpy_array
+from dscloud.batch.arrays import dictionary_codes, integer_array, numpy_array
 from dscloud.batch.locations import InputFile, Location
 from dscloud.batch.plan import RowGroup, WorkUnit
 from dscloud.errors import ConfigError, DataError
@@ -189,7 +190,9 @@ def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Arra
     """The schema's columns of ``batch`` as numpy arrays (or lists) for ``score_columns``.
 
     Numeric Arrow columns become numeric arrays (nulls as NaN), already of the column's
-    dtype when that is a float. Text becomes fixed-width
+    dtype when that is a float. Integers for an int64 column stay exact (see
+    :func:`_integers`): a null or an out-of-range value is rejected by the core with its
+    reason, never rounded through float64. Text becomes fixed-width
     ``str`` arrays when it has no nulls (built from the Arrow dictionary, so each distinct
     value is decoded once), else object arrays of ``str``/``None``. CSV text in a numeric
     column is parsed here, and what does not parse is passed through as the original
@@ -208,6 +211,8 @@ def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Arra
             array = array.dictionary_decode()
         if col.numeric and text:
             out[col.name] = _parse_numbers(array, col.dtype)
+        elif col.dtype == "int64" and pa.types.is_integer(array.type):
+            out[col.name] = _integers(array)
         elif (
             pa.types.is_integer(array.type)
             or pa.types.is_floating(array.type)
@@ -242,21 +247,88 @@ def _text(array: pa.Array) -> Array:
 
 
 def _parse_numbers(array: pa.Array, dtype: str) -> Array | list[Any]:
-    """Text to numbers: one vectorised cast when every value parses, else value by value."""
+    """Text to numbers: one vectorised cast when every value parses, else value by value.
+
+    For an int64 column the text is parsed as an integer (exact at any size), and only
+    text that is not one (``"3.0"``, ``"2.5"``) goes through a decimal: integral values
+    become ints, the rest floats for the core to refuse with its reason.
+    """
     target = pa.int64() if dtype == "int64" else pa.float64()
     try:
-        return numpy_array(array.cast(target))
+        cast = array.cast(target)
     except pa.ArrowInvalid:
         pass
+    else:
+        return _integers(cast) if dtype == "int64" else numpy_array(cast)
+    parse = _parse_integer if dtype == "int64" else _parse_float
     values: list[Any] = []
     for text in array.to_pylist():
         if text is None or text.strip().lower() in NULL_TOKENS:
             values.append(None)
-            continue
-        try:
-            number = float(text)
-        except ValueError:
-            values.append(text)  # the core reports: expected a number, got str 'abc'
-            continue
-        values.append(int(number) if number.is_integer() and math.isfinite(number) else number)
+        else:
+            values.append(parse(text))
+    return values
+
+
+def _parse_float(text: str) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        return text  # the core reports: expected a number, got str 'abc'
+    return int(number) if number.is_integer() and math.isfinite(number) else number
+
+
+#: Digits beyond which a decimal is out of int64's range anyway: kept as a float rather
+#: than expanded into a huge int (``1e999999999`` would be a billion digits).
+_MAX_INT_DIGITS = 20
+
+
+def _parse_integer(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        return text  # the core reports: expected an integer, got str 'abc'
+    if (
+        number.is_finite()
+        and number.adjusted() < _MAX_INT_DIGITS
+        and number == number.to_integral_value()
+    ):
+        return int(number)
+    return _parse_float(text)  # not an integer (or out of range): the core says so
+
+
+def _integers(array: pa.Array) -> Array:
+    """An integer Arrow column for an int64 model column, without losing precision.
+
+    Without nulls: the integers themselves. With nulls: float64 holding NaN for them (the
+    core rejects a null in an int64 column, and converts floats back vectorised), but only
+    while every value is within 2**53, where float64 is exact; beyond that, an object array
+    of ``int`` and ``None``, which the core checks value by value. A uint64 above int64's
+    range also goes value by value, so that the core rejects it instead of wrapping it.
+    """
+    data, valid = integer_array(array)
+    present = data if valid is None else data[valid]
+    if present.size and data.dtype == np.uint64 and int(present.max()) > _INT64_MAX:
+        return _objects(data, valid)
+    if valid is None:
+        return data
+    if present.size and max(abs(int(present.min())), abs(int(present.max()))) > _FLOAT_EXACT:
+        return _objects(data, valid)
+    floats: Array = data.astype(np.float64)
+    floats[~valid] = np.nan
+    return floats
+
+
+_INT64_MAX = 2**63 - 1
+_FLOAT_EXACT = 2**53  # float64 holds every integer up to here exactly
+
+
+def _objects(data: Array, valid: Array | None) -> Array:
+    values: Array = data.astype(np.object_)  # Python ints, exact
+    if valid is not None:
+        values[~valid] = None
     return values

@@ -10,7 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dscloud.batch.arrays import arrow_array, arrow_strings, dictionary_codes, numpy_array
+from dscloud.batch.arrays import (
+    arrow_array,
+    arrow_strings,
+    dictionary_codes,
+    integer_array,
+    numpy_array,
+)
 
 ARRAYS = [
     pa.array([1.5, None, -2.0, float("nan")], type=pa.float64()),
@@ -97,3 +103,14 @@ print("pandas" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert out.stdout.strip() == "False"
+
+
+def test_integer_array_keeps_integers_exact_and_reports_nulls() -> None:
+    array = pa.array([None, 2**62 + 1, None, 5], type=pa.int64()).slice(1)
+
+    values, valid = integer_array(array)
+
+    assert values.dtype == np.int64
+    assert values.tolist() == [2**62 + 1, 0, 5]
+    assert valid is not None and valid.tolist() == [True, False, True]
+    assert integer_array(pa.array([1, 2], type=pa.int32()))[1] is None

@@ -120,3 +120,48 @@ def test_float_columns_arrive_in_the_column_dtype_with_nulls_as_nan() -> None:
     np.testing.assert_array_equal(x, np.array([0.1, np.nan, 3.0], dtype=np.float32))
     # an int64 column keeps its floats, so that the core can say which are not integers
     assert set(schema.encode_columns(columns, 3).rejects) == {1, 2}
+
+
+BIG = 2**53 + 1  # the first integer float64 cannot hold: it rounds to 2**53
+
+
+def encode_k(k: pa.Array) -> tuple[list[int], dict[int, str]]:
+    """The int64 feed of column ``k`` and the rejects, for a batch with valid other columns."""
+    n = len(k)
+    batch = pa.record_batch({"n": [1.0] * n, "k": k, "plan": ["a"] * n, "note": ["x"] * n})
+    encoded = SCHEMA.encode_columns(columns_for_scoring(batch, SCHEMA), n)
+    return encoded.feeds["k"].ravel().tolist(), encoded.rejects
+
+
+def test_csv_integers_above_2_53_stay_exact_when_another_cell_does_not_parse() -> None:
+    k = pa.array([str(BIG), "NA", "3.0", str(-(2**63)), str(2**63 - 1)])
+
+    feed, rejects = encode_k(k)
+
+    assert feed == [BIG, 3, -(2**63), 2**63 - 1]
+    assert list(rejects) == [1]
+    assert "column 'k' is null" in rejects[1]
+
+
+def test_csv_integers_above_2_53_stay_exact_next_to_an_empty_cell() -> None:
+    feed, rejects = encode_k(pa.array([str(BIG), None, "7"]))
+
+    assert feed == [BIG, 7]
+    assert list(rejects) == [1]
+    assert "column 'k' is null" in rejects[1]
+
+
+def test_parquet_int64_with_nulls_stays_exact_above_2_53() -> None:
+    feed, rejects = encode_k(pa.array([2**62 + 1, None, -BIG], type=pa.int64()))
+
+    assert feed == [2**62 + 1, -BIG]
+    assert list(rejects) == [1]
+    assert "column 'k' is null" in rejects[1]
+
+
+def test_uint64_above_the_int64_range_is_rejected_not_wrapped() -> None:
+    feed, rejects = encode_k(pa.array([1, 2**63], type=pa.uint64()))
+
+    assert feed == [1]
+    assert list(rejects) == [1]
+    assert "out of range" in rejects[1]
