@@ -185,73 +185,53 @@ def ours(
     archive: str, model: str, workers: int, one: bytes, batch: bytes, seconds: float, work: Path
 ) -> dict[str, Any]:
     port = free_port()
-    env = {**os.environ, "DSC_ARCHIVE": archive, "DSC_REFRESH_SECONDS": "0"}
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/dsc"),
-            "serve",
-            f"{model}@production",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    argv = [str(ROOT / ".venv/bin/dsc"), "serve", f"{model}@production", "--port", str(port)]
+    return serve_and_measure(
+        f"dsc serve, {workers} worker(s)",
+        [*argv, "--workers", str(workers)],
+        {**os.environ, "DSC_ARCHIVE": archive, "DSC_REFRESH_SECONDS": "0"},
+        port,
+        "/v2/health/ready",
+        (one, batch, seconds, work),
     )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-        return measure_server(
-            f"dsc serve, {workers} worker(s)",
-            f"http://127.0.0.1:{port}/invocations",
-            one,
-            batch,
-            proc.pid,
-            seconds,
-            work,
-        )
-    finally:
-        stop(proc)
 
 
 def mlflow(
     model_dir: Path, workers: int, one: bytes, batch: bytes, seconds: float, work: Path
 ) -> dict[str, Any]:
     port = free_port()
-    env = {**os.environ, "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ['PATH']}"}
+    argv = [str(MLFLOW_VENV / "bin/mlflow"), "models", "serve", "-m", str(model_dir)]
+    return serve_and_measure(
+        f"mlflow models serve, {workers} worker(s)",
+        [*argv, "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", str(workers)],
+        {**os.environ, "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ['PATH']}"},
+        port,
+        "/ping",
+        (one, batch, seconds, work),
+    )
+
+
+def serve_and_measure(
+    label: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str,
+    load: tuple[bytes, bytes, float, Path],
+) -> dict[str, Any]:
+    """Start a server, wait until ``ready_path`` answers, load it with wrk, stop it."""
+    one, batch, seconds, work = load
     proc = subprocess.Popen(
-        [
-            str(MLFLOW_VENV / "bin/mlflow"),
-            "models",
-            "serve",
-            "-m",
-            str(model_dir),
-            "--env-manager",
-            "local",
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-w",
-            str(workers),
-        ],
+        argv,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc)
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", proc)
         return measure_server(
-            f"mlflow models serve, {workers} worker(s)",
-            f"http://127.0.0.1:{port}/invocations",
-            one,
-            batch,
-            proc.pid,
-            seconds,
-            work,
+            label, f"http://127.0.0.1:{port}/invocations", one, batch, proc.pid, seconds, work
         )
     finally:
         stop(proc)
