@@ -221,7 +221,11 @@ class Schema:
             elif code == 1:
                 if t is not int:
                     return None
-            elif t is not str or (allowed is not None and v not in allowed):
+            elif (
+                t is not str
+                or (allowed is not None and v not in allowed)
+                or not (v.isascii() or _encodable(v))
+            ):
                 return None
             values.append(v)
         feeds = self._one_buffers()
@@ -533,6 +537,9 @@ def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, 
         if isinstance(v, str):
             if strict and v not in allowed:
                 bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
+            elif not v.isascii() and not _encodable(v):
+                bad[i] = f"column {col.name!r}: {v!r} is not valid UTF-8 (a lone surrogate)"
+                v = ""
             array[i] = v
         elif v is _MISSING:
             bad[i] = f"column {col.name!r} is missing: expected {col.describe()}"
@@ -555,9 +562,18 @@ def _valid_strings(values: Sequence[Any] | Array, allowed: frozenset[str] | None
         distinct = set(values.tolist() if isinstance(values, np.ndarray) else values)
     except TypeError:  # unhashable values (JSON objects or lists): take the slow path
         return False
-    if not all(isinstance(v, str) for v in distinct):
+    if not all(isinstance(v, str) and (v.isascii() or _encodable(v)) for v in distinct):
         return False
     return allowed is None or distinct <= allowed
+
+
+def _encodable(text: str) -> bool:
+    """False for text ONNX Runtime cannot take: a lone surrogate (valid JSON, not UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _show(value: Any) -> str:

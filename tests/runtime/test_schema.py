@@ -147,3 +147,13 @@ def test_a_numpy_nan_in_a_list_is_a_null() -> None:
     }
     enc = SCHEMA.encode_columns(cols, 2)
     assert "column 'tenure' is null" in enc.rejects[0]
+
+
+def test_a_lone_surrogate_is_a_rejected_row_not_an_onnx_runtime_crash() -> None:
+    bad = {**GOOD, "region": "north\ud800"}  # valid JSON ("\\ud800"), not encodable as UTF-8
+    assert SCHEMA.encode_one(bad) is None
+    for rows in ([bad], [GOOD, bad] * 10):
+        enc = SCHEMA.encode_records(rows)
+        reason = enc.rejects[rows.index(bad)]
+        assert "column 'region'" in reason and "not valid UTF-8" in reason
+    assert SCHEMA.encode_one({**GOOD, "region": "zürich", "age": 1.0}) is not None
