@@ -6,7 +6,8 @@ order) and checks each value on the way in. Validation is per row: a bad row is 
 with its reason and the good rows still score, so the stream and batch adapters can route
 rejects somewhere a person can find them while the server refuses the request as a whole.
 
-No pandas here: values arrive as Python lists (JSON) or numpy arrays (Parquet/CSV).
+No pandas here: values arrive as Python lists (JSON) or numpy arrays (Parquet/CSV);
+:mod:`dscloud.columns` converts one column at a time.
 """
 
 from __future__ import annotations
@@ -22,17 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dscloud.columns import DTYPES, F32_MAX, MISSING, convert, encodable, exact
 from dscloud.errors import EnvelopeError, SchemaError
 
 __all__ = ["DTYPES", "Column", "Encoded", "Output", "Schema"]
 
-#: dtype names a column may declare, and the numpy dtype of its ONNX tensor.
-DTYPES: dict[str, Any] = {
-    "float32": np.float32,
-    "float64": np.float64,
-    "int64": np.int64,
-    "string": np.object_,
-}
 OUTPUT_KINDS = ("label", "probabilities", "value")
 #: Up to this many rows, input whose every value is already exact (no null, no conversion)
 #: is encoded with one array per dtype: scoring a single row is dominated by this cost.
@@ -135,9 +130,6 @@ class Encoded:
         return len(self.rows)
 
 
-_MISSING = object()
-
-
 @dataclass(frozen=True)
 class Schema:
     """Columns in, outputs out. ``matrix_input`` names a single ``[N, k]`` ONNX input."""
@@ -195,7 +187,7 @@ class Schema:
             code = 2 if col.dtype == "string" else 1 if col.dtype == "int64" else 0
             strict = code == 2 and col.categories is not None and not col.allow_unknown
             allowed = frozenset(col.categories or ()) if strict else None
-            limit = _F32_MAX if col.dtype == "float32" else math.inf
+            limit = F32_MAX if col.dtype == "float32" else math.inf
             plan.append((col.name, DTYPES[col.dtype], code, limit, allowed))
         return plan
 
@@ -211,7 +203,7 @@ class Schema:
             return None
         values = []
         for name, _dtype, code, limit, allowed in self._one_plan:
-            v = record.get(name, _MISSING)
+            v = record.get(name, MISSING)
             t = type(v)
             if code == 0:
                 if t is not float and t is not int:
@@ -224,7 +216,7 @@ class Schema:
             elif (
                 t is not str
                 or (allowed is not None and v not in allowed)
-                or not (v.isascii() or _encodable(v))
+                or not (v.isascii() or encodable(v))
             ):
                 return None
             values.append(v)
@@ -273,7 +265,7 @@ class Schema:
                 pass  # a row lacks a column: the general gather marks it missing
             else:
                 return dict(zip(names, zip(*table, strict=True), strict=True))
-        return {name: [r.get(name, _MISSING) for r in rows] for name in names}
+        return {name: [r.get(name, MISSING) for r in rows] for name in names}
 
     def encode_columns(self, columns: Mapping[str, Sequence[Any] | Array], n_rows: int) -> Encoded:
         """Validate columnar input and build feeds for the valid rows.
@@ -301,7 +293,7 @@ class Schema:
                     f"column {col.name!r} has {len(values)} values, expected {n_rows}",
                     field=col.name,
                 )
-            array, bad = _convert(col, values)
+            array, bad = convert(col, values)
             for i, why in bad.items():
                 reasons.setdefault(i, []).append(why)
                 first_bad.setdefault(i, col.name)
@@ -335,7 +327,7 @@ class Schema:
         for dtype, group in self._dtype_groups:
             values = [columns.get(col.name) for col in group]
             for col, v in zip(group, values, strict=True):
-                if v is None or isinstance(v, np.ndarray) or len(v) != n_rows or not _exact(col, v):
+                if v is None or isinstance(v, np.ndarray) or len(v) != n_rows or not exact(col, v):
                     return None
             try:
                 with np.errstate(over="ignore"):
@@ -380,206 +372,3 @@ class Schema:
             )
         except (KeyError, TypeError) as exc:
             raise EnvelopeError(f"invalid schema: missing or malformed {exc}") from exc
-
-
-def _exact(col: Column, values: Sequence[Any]) -> bool:
-    """True when every value is exactly what ``col`` takes, so no row can be rejected."""
-    # A plain loop: for the one to few values this sees, generators cost more than checks.
-    dtype = col.dtype
-    for v in values:
-        t = type(v)
-        if dtype == "string":
-            if t is not str:
-                return False
-        elif dtype == "int64":
-            if t is not int:
-                return False
-        elif t is float:
-            if v != v and not col.nullable:
-                return False
-        elif t is not int:
-            return False
-    if dtype == "string" and not col.allow_unknown and col.categories is not None:
-        return set(values) <= set(col.categories)
-    return True
-
-
-def _convert(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
-    """Convert one column; returns the array (bad rows hold a placeholder) and row reasons."""
-    if col.numeric:
-        return _convert_numeric(col, values)
-    return _convert_string(col, values)
-
-
-def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
-    dtype = DTYPES[col.dtype]
-    bad: dict[int, str] = {}
-    if isinstance(values, np.ndarray) and values.dtype.kind == "f" and col.dtype == "int64":
-        return _floats_to_int(col, values)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        with np.errstate(over="ignore"):
-            array = values.astype(dtype, copy=False)
-    elif isinstance(values, np.ndarray) and values.dtype.kind == "b":
-        return np.zeros(len(values), dtype=dtype), {
-            i: f"column {col.name!r}: expected {col.describe()}, got a boolean"
-            for i in range(len(values))
-        }
-    elif (_INT_TYPES if col.dtype == "int64" else _NUMBER_TYPES).issuperset(map(type, values)) and (
-        (fast := _as_array(values, dtype)) is not None
-    ):
-        array = fast
-    else:
-        array = np.zeros(len(values), dtype=dtype)
-        for i, v in enumerate(values):
-            if v is _MISSING:
-                bad[i] = f"column {col.name!r} is missing: expected {col.describe()}"
-            elif v is None or (isinstance(v, float | np.floating) and math.isnan(v)):
-                array[i] = np.nan if col.dtype != "int64" else 0
-                if not col.nullable or col.dtype == "int64":
-                    bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
-            elif isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
-            elif (
-                col.dtype == "int64"
-                and isinstance(v, float | np.floating)
-                and not float(v).is_integer()
-            ):
-                bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
-            else:
-                try:
-                    array[i] = v
-                except OverflowError:
-                    bad[i] = f"column {col.name!r}: {_show(v)} is out of range for {col.dtype}"
-        _flag_overflow(col, values, array, bad)
-        return array, bad
-    if array.dtype.kind == "f" and not col.nullable and _has_nan(values, array):
-        for i in np.flatnonzero(np.isnan(array)).tolist():
-            bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
-    _flag_overflow(col, values, array, bad)
-    return array, bad
-
-
-_F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _flag_overflow(
-    col: Column, values: Sequence[Any] | Array, array: Array, bad: dict[int, str]
-) -> None:
-    """Reject finite inputs that became infinite in float32 (1e300, 10**40): scoring them
-    would answer a confident prediction for a number the model cannot represent."""
-    if col.dtype != "float32":
-        return
-    with np.errstate(over="ignore"):
-        infinite = np.flatnonzero(np.isinf(array))
-    for i in infinite.tolist():
-        v = values[i]
-        if i not in bad and not (isinstance(v, float | np.floating) and math.isinf(v)):
-            bad[i] = (
-                f"column {col.name!r}: {_show(v)} is out of range for float32 "
-                f"(at most {_F32_MAX:.4g} in magnitude)"
-            )
-
-
-#: Exactly these Python types pass as numbers (bool is a subclass of int, and is refused).
-_NUMBER_TYPES = frozenset({float, int})
-#: An int64 column takes only ints on the fast path: a float such as 1.5 must be refused
-#: (the per-value path checks ``is_integer``), not truncated by numpy.
-_INT_TYPES = frozenset({int})
-
-
-def _has_nan(values: Sequence[Any] | Array, array: Array) -> bool:
-    # A few Python floats are checked faster in Python than by a numpy reduction, which
-    # dominates the cost of scoring a single row.
-    if len(values) <= 16 and not isinstance(values, np.ndarray):
-        return any(v != v for v in values)
-    return bool(np.isnan(array).any())
-
-
-def _as_array(values: Sequence[Any] | Array, dtype: Any) -> Array | None:
-    """``values`` as an array, or None when some int is out of range (JSON allows any)."""
-    try:
-        with np.errstate(over="ignore"):
-            return np.asarray(values, dtype=dtype)
-    except OverflowError:
-        return None
-
-
-def _floats_to_int(col: Column, values: Array) -> tuple[Array, dict[int, str]]:
-    """A float array into an int64 column: NaN is a null, a fraction is not an integer."""
-    bad: dict[int, str] = {}
-    nan = np.isnan(values)
-    with np.errstate(invalid="ignore"):
-        fraction = ~nan & (np.mod(values, 1) != 0)
-        too_big = ~nan & ~fraction & (np.abs(values) >= 2.0**63)
-    for i in np.flatnonzero(nan).tolist():
-        bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
-    for i in np.flatnonzero(fraction).tolist():
-        bad[i] = f"column {col.name!r}: expected {col.describe()}, got {float(values[i])!r}"
-    for i in np.flatnonzero(too_big).tolist():
-        bad[i] = f"column {col.name!r}: {float(values[i])!r} is out of range for {col.dtype}"
-    array = np.where(nan | fraction | too_big, 0.0, values).astype(np.int64)
-    return array, bad
-
-
-def _convert_string(col: Column, values: Sequence[Any] | Array) -> tuple[Array, dict[int, str]]:
-    strict = col.categories is not None and not col.allow_unknown
-    allowed = frozenset(col.categories or ())
-    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
-        # Fixed-width text holds only strings (no nulls), and ONNX Runtime takes it as is.
-        if not strict or set(np.unique(values).tolist()) <= allowed:
-            return values, {}
-    elif _valid_strings(values, allowed if strict else None):
-        return np.asarray(values, dtype=np.object_), {}
-    bad: dict[int, str] = {}
-    array = np.empty(len(values), dtype=np.object_)
-    items = values.tolist() if isinstance(values, np.ndarray) else values  # str, not np.str_
-    for i, v in enumerate(items):
-        if isinstance(v, str):
-            if strict and v not in allowed:
-                bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
-            elif not v.isascii() and not _encodable(v):
-                bad[i] = f"column {col.name!r}: {v!r} is not valid UTF-8 (a lone surrogate)"
-                v = ""
-            array[i] = v
-        elif v is _MISSING:
-            bad[i] = f"column {col.name!r} is missing: expected {col.describe()}"
-            array[i] = ""
-        elif v is None or (isinstance(v, float) and math.isnan(v)):
-            # A nullable string column scores a null as the empty string (an unseen category).
-            array[i] = ""
-            if not col.nullable:
-                bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
-        else:
-            bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
-            array[i] = ""
-    return array, bad
-
-
-def _valid_strings(values: Sequence[Any] | Array, allowed: frozenset[str] | None) -> bool:
-    """True when every value is a string (and in ``allowed``, if given): one hashing pass
-    over the distinct values instead of a Python loop over every row."""
-    try:
-        distinct = set(values.tolist() if isinstance(values, np.ndarray) else values)
-    except TypeError:  # unhashable values (JSON objects or lists): take the slow path
-        return False
-    if not all(isinstance(v, str) and (v.isascii() or _encodable(v)) for v in distinct):
-        return False
-    return allowed is None or distinct <= allowed
-
-
-def _encodable(text: str) -> bool:
-    """False for text ONNX Runtime cannot take: a lone surrogate (valid JSON, not UTF-8)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
