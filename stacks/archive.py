@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.compliance import acknowledge, grant_under_prefix
 from stacks.config import EnvironmentConfig
+from stacks.retention import retained_key
 
 __all__ = ["MODELS_PREFIX", "Archive", "ArchiveStack"]
 
@@ -33,13 +33,11 @@ class Archive(Construct):
         self.bucket_name = f"{config.name}-archive-{suffix}"
         self.uri = f"s3://{self.bucket_name}"
 
-        self.key = kms.Key(
+        self.key = retained_key(
             self,
             "Key",
             description=f"{config.name}: model archive and batch data",
             alias=f"alias/{config.name}-archive",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         # Server access logs cannot go to an SSE-KMS bucket, hence SSE-S3 here.
         self.log_bucket = s3.Bucket(

@@ -12,7 +12,6 @@ import aws_cdk as cdk
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from constructs import Construct
@@ -22,7 +21,7 @@ from stacks.assets import AssetSources
 from stacks.compliance import acknowledge
 from stacks.config import EnvironmentConfig
 from stacks.network import Network
-from stacks.retention import log_retention
+from stacks.retention import log_group
 
 __all__ = ["SCORING_COMMAND", "TRAINING_COMMAND", "BatchCluster", "BatchStack", "NightlyScoring"]
 
@@ -89,12 +88,8 @@ class BatchCluster(Construct):
                 for order, env in enumerate(environments, start=1)
             ],
         )
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/aws/batch/{config.name}",
-            retention=log_retention(config.retention_days),
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+        self.log_group = log_group(
+            self, "Logs", name=f"/aws/batch/{config.name}", days=config.retention_days
         )
         self.execution_role = _task_role(
             self, "ExecutionRole", f"{config.name}: pulls the batch image, writes job logs"

@@ -19,7 +19,6 @@ from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -28,7 +27,7 @@ from stacks.archive import Archive
 from stacks.assets import LAMBDA_PYTHON_VERSION, LAMBDA_RUNTIME, AssetSources
 from stacks.compliance import acknowledge
 from stacks.config import EnvironmentConfig
-from stacks.retention import log_retention
+from stacks.retention import log_group, retained_key
 
 __all__ = ["HANDLER", "OnlinePath", "OnlineStack", "ScorerQueues"]
 
@@ -96,13 +95,11 @@ class OnlinePath(Construct):
     ) -> None:
         super().__init__(scope, id)
         settings = config.stream
-        self.key = kms.Key(
+        self.key = retained_key(
             self,
             "Key",
             description=f"{config.name}: queues, predictions table and alarm topic",
             alias=f"alias/{config.name}-online",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         # CloudWatch alarms publish to the encrypted topic.
         self.key.grant(
@@ -130,12 +127,8 @@ class OnlinePath(Construct):
             encryption_key=self.key,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        self.log_group = logs.LogGroup(
-            self,
-            "ScorerLogs",
-            log_group_name=f"/aws/lambda/{config.name}-scorer",
-            retention=log_retention(config.retention_days),
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+        self.log_group = log_group(
+            self, "ScorerLogs", name=f"/aws/lambda/{config.name}-scorer", days=config.retention_days
         )
         # Own role instead of the AWS managed basic-execution policy: logs to this group only.
         self.role = iam.Role(

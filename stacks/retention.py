@@ -1,12 +1,15 @@
-"""Map the configured retention in days onto CloudWatch Logs' retention enum."""
+"""How long things are kept: log groups with the configured retention, keys kept on delete."""
 
 from __future__ import annotations
 
+import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from constructs import Construct
 
 from stacks.config import LOG_RETENTION_DAYS
 
-__all__ = ["log_retention"]
+__all__ = ["log_group", "log_retention", "retained_key"]
 
 _BY_DAYS = {
     1: logs.RetentionDays.ONE_DAY,
@@ -38,3 +41,27 @@ assert tuple(_BY_DAYS) == LOG_RETENTION_DAYS, "config.LOG_RETENTION_DAYS and thi
 def log_retention(days: int) -> logs.RetentionDays:
     """Return the enum member for `days` (validated by config); raises KeyError otherwise."""
     return _BY_DAYS[days]
+
+
+def log_group(scope: Construct, id: str, *, name: str, days: int) -> logs.LogGroup:
+    """A named log group that keeps `days` of logs and goes with its stack."""
+    return logs.LogGroup(
+        scope,
+        id,
+        log_group_name=name,
+        retention=log_retention(days),
+        removal_policy=cdk.RemovalPolicy.DESTROY,
+    )
+
+
+def retained_key(scope: Construct, id: str, *, description: str, alias: str) -> kms.Key:
+    """A customer-managed KMS key with yearly rotation, kept when its stack is deleted
+    (what it encrypted is retained too)."""
+    return kms.Key(
+        scope,
+        id,
+        description=description,
+        alias=alias,
+        enable_key_rotation=True,
+        removal_policy=cdk.RemovalPolicy.RETAIN,
+    )

@@ -14,7 +14,6 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_ecs_patterns as ecs_patterns
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -23,7 +22,7 @@ from stacks.assets import AssetSources
 from stacks.compliance import acknowledge
 from stacks.config import EnvironmentConfig
 from stacks.network import Network
-from stacks.retention import log_retention
+from stacks.retention import log_group
 
 __all__ = ["CONTAINER_PORT", "READINESS_PATH", "Serving", "ServingStack"]
 
@@ -64,12 +63,8 @@ class Serving(Construct):
             drop_invalid_header_fields=True,
         )
         self.load_balancer.log_access_logs(access_log_bucket, prefix="alb")
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/ecs/{config.name}-serving",
-            retention=log_retention(config.retention_days),
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+        self.log_group = log_group(
+            self, "Logs", name=f"/ecs/{config.name}-serving", days=config.retention_days
         )
         self.execution_role = iam.Role(
             self,
