@@ -97,7 +97,7 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
     )
 
     assert code == 2
-    assert "no .parquet or .csv files found" in capsys.readouterr().err
+    assert "no data files found" in capsys.readouterr().err
 
 
 def test_progress_is_a_line_per_interval_off_a_terminal_and_a_bar_on_one() -> None:
