@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dscloud.batch.formats.base import Chunk, Format, require_columns
 from dscloud.batch.formats.csv import Csv
+from dscloud.batch.formats.jsonl import JsonLines
 from dscloud.batch.formats.parquet import Parquet
 from dscloud.batch.locations import InputFile, Location
 from dscloud.errors import ConfigError
@@ -123,3 +124,4 @@ def _name_of(path: str) -> str | None:
 
 register(Parquet())
 register(Csv())
+register(JsonLines())

@@ -26,8 +26,15 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _jsonl(frame: pd.DataFrame, path: Path) -> Path:
+    path = path.with_suffix(".jsonl")
+    frame.to_json(path, orient="records", lines=True)
+    return path
+
+
 #: ``write(frame, path_without_suffix) -> the file written``, by format name.
 WRITERS: dict[str, Callable[[pd.DataFrame, Path], Path]] = {
     "parquet": _parquet,
     "csv": _csv,
+    "jsonl": _jsonl,
 }
