@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from dscloud import cli_common
+from dscloud.cli import common
 from dscloud.errors import ConfigError
 
 __all__ = ["register"]
@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="only write OUTPUT/_SUCCESS from the shard manifests (fails if shards are missing)",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=cmd_score)
 
 
 def _format_name(name: str) -> str:
@@ -82,13 +82,13 @@ def _format_name(name: str) -> str:
     return name
 
 
-def run(args: argparse.Namespace) -> int:
+def cmd_score(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code. Raises :class:`~dscloud.errors.DscError`."""
     from dscloud import batch
 
     if args.workers is not None and args.workers > 1 and args.shard_index is not None:
         raise ConfigError(_BOTH)
-    settings = cli_common.settings(
+    settings = common.settings(
         args,
         shard_index=args.shard_index,
         shard_count=args.shard_count,
