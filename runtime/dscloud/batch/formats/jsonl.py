@@ -10,9 +10,10 @@ what is not a number reaches the core as the original string and is rejected wit
 
 Rules, as a serious reader needs them stated: blank lines are skipped and not counted
 (``source_row`` counts records); a missing key is a null; the file's columns are the keys
-of its first record (records of one file share their keys); a line that is not a JSON
-object is a :class:`~dscloud.errors.DataError` naming the file and line, as a malformed CSV
-row fails its file. A JSON Lines file is never split between shards.
+of its first record (records of one file share their keys), and a file without records
+has no rows; a line that is not a JSON object is a :class:`~dscloud.errors.DataError`
+naming the file and line, as a malformed CSV row fails its file. A JSON Lines file is
+never split between shards.
 """
 
 from __future__ import annotations
@@ -55,11 +56,15 @@ class JsonLines(Format):
         chunk_rows: int,
     ) -> Iterator[Chunk]:
         """The whole file, ``chunk_rows`` records a chunk, ``columns`` as Arrow arrays."""
-        require_columns(location, unit.path, self.columns(location, unit.path), columns)
+        records = _records(location, unit.path)
+        head = next(records, None)
+        if head is None:
+            return  # no records: nothing to score, like an empty Parquet file
+        require_columns(location, unit.path, list(head[1]), columns)
         source = location.uri_of(unit.path)
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = [head[1]]
         first = 0
-        for _, record in _records(location, unit.path):
+        for _, record in records:
             rows.append(record)
             if len(rows) == chunk_rows:
                 yield Chunk(batch=_batch(rows, columns), source=source, first_row=first)

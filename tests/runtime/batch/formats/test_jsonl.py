@@ -97,3 +97,15 @@ def test_a_line_that_is_not_an_object_fails_the_file_naming_the_line(
     assert says in str(error.value)
     assert str(path) in str(error.value)
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_file_without_records_has_no_rows(
+    users: pd.DataFrame, tmp_path: Path, make_job: Callable[..., ScoreJob]
+) -> None:
+    _write(tmp_path / "in" / "a.jsonl", [json.dumps(r) for r in _records(users, 3)])
+    _write(tmp_path / "in" / "b.jsonl", ["", "  "])
+
+    job = make_job(tmp_path / "in", shard_count=2)
+    run_local(job, workers=1)
+
+    assert len(read_output(job.output)) == 3
