@@ -19,6 +19,8 @@ shard_index               ``AWS_BATCH_JOB_ARRAY_INDEX``  ``0``
 shard_count               ``DSC_SHARD_COUNT``         ``1``
 s3_endpoint               ``AWS_ENDPOINT_URL_S3`` or  (none: AWS; e.g. a moto server)
                           ``AWS_ENDPOINT_URL``
+max_rejected_share        ``DSC_MAX_REJECTED_SHARE``  ``0.5`` (a batch run rejecting more
+                                                      of its rows fails; 1 never fails)
 ========================  ==========================  =====================================
 """
 
@@ -48,14 +50,16 @@ def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) ->
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
+def _float(
+    env: Mapping[str, str], key: str, default: float, *, what: str = "a number of seconds"
+) -> float:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{key}={raw!r}: expected a number of seconds") from None
+        raise ConfigError(f"{key}={raw!r}: expected {what}") from None
     if value < 0:
         raise ConfigError(f"{key}={raw!r}: expected a number >= 0")
     return value
@@ -77,6 +81,7 @@ class Settings:
     shard_index: int = 0
     shard_count: int = 1
     s3_endpoint: str | None = None
+    max_rejected_share: float = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -101,6 +106,9 @@ class Settings:
             shard_index=_int(env, "AWS_BATCH_JOB_ARRAY_INDEX", 0),
             shard_count=_int(env, "DSC_SHARD_COUNT", 1, minimum=1),
             s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            max_rejected_share=_float(
+                env, "DSC_MAX_REJECTED_SHARE", 0.5, what="a share of rows in 0..1"
+            ),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
@@ -110,6 +118,11 @@ class Settings:
         if "models" in given:
             given["models"] = tuple(given["models"])
         settings = replace(settings, **given)
+        if not 0 <= settings.max_rejected_share <= 1:
+            raise ConfigError(
+                f"max rejected share {settings.max_rejected_share}: expected a number in 0..1 "
+                "(DSC_MAX_REJECTED_SHARE / --max-rejected-share)"
+            )
         if not 0 <= settings.shard_index < settings.shard_count:
             raise ConfigError(
                 f"shard index {settings.shard_index} is outside 0..{settings.shard_count - 1} "

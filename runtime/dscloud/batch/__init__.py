@@ -11,6 +11,7 @@ Output layout (the same in a directory and under an S3 prefix)::
     _rejects/rejects-00000-of-00004.parquet keys, source file and row, reason, raw values
     _manifests/shard-00000-of-00004.json    one per shard: its commit record
     _SUCCESS                                 the run summary, once every shard is done
+    _FAILED                                  instead, when too many rows were rejected
     _temporary/                              in-flight writes; never read
 
 Modules: :mod:`~dscloud.batch.plan` (which rows belong to which shard),
@@ -26,10 +27,18 @@ from __future__ import annotations
 from dscloud.batch.formats import Format, list_inputs
 from dscloud.batch.job import ScoreJob, plan_job, run_local, run_shard
 from dscloud.batch.locations import InputFile, Location
-from dscloud.batch.manifest import SUCCESS, ShardManifest, finalize, read_success
+from dscloud.batch.manifest import (
+    FAILED,
+    SUCCESS,
+    ShardManifest,
+    finalize,
+    read_failure,
+    read_success,
+)
 from dscloud.batch.plan import RowGroup, ShardPlan, WorkUnit
 
 __all__ = [
+    "FAILED",
     "SUCCESS",
     "Format",
     "InputFile",
@@ -42,6 +51,7 @@ __all__ = [
     "finalize",
     "list_inputs",
     "plan_job",
+    "read_failure",
     "read_success",
     "run_local",
     "run_shard",

@@ -28,6 +28,7 @@ from dscloud.archive import Archive, Ref
 from dscloud.batch import formats
 from dscloud.batch.allocator import keep_freed_memory
 from dscloud.batch.formats import Chunk, list_inputs
+from dscloud.batch.lifeline import die_with
 from dscloud.batch.locations import Location
 from dscloud.batch.manifest import (
     SUCCESS,
@@ -68,7 +69,9 @@ class ScoreJob:
     """One batch-scoring run: which model, which input, where to, how many shards.
 
     ``keys`` None means ``user_id`` when the input has it, else no key columns (each output
-    row then carries ``source_file`` and ``source_row``).
+    row then carries ``source_file`` and ``source_row``). A run that rejects more than
+    ``max_rejected_share`` of its rows fails when it is finalized (see
+    :mod:`dscloud.batch.manifest`).
     """
 
     model: str
@@ -82,6 +85,7 @@ class ScoreJob:
     s3_endpoint: str | None = None
     threads: int = 1
     log_seconds: float = 10.0
+    max_rejected_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
@@ -142,7 +146,7 @@ def run_shard(
     done = _completed(out, index, plan, model)
     if done is not None:
         log.info("shard %d of %d already complete; not redone", index, plan.count)
-        finalize(out, plan.count, require=False)
+        finalize(out, plan.count, require=False, max_rejected_share=job.max_rejected_share)
         return done
     _forget_other_run(out, plan, model)
     _clean_temporaries(out, index, plan.count)
@@ -222,7 +226,7 @@ def run_shard(
     seconds["total"] = time.perf_counter() - t0
     manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}
     out.write_bytes(out.join(manifest_name(index, plan.count)), manifest.to_json())
-    finalize(out, plan.count, require=False)
+    finalize(out, plan.count, require=False, max_rejected_share=job.max_rejected_share)
     return manifest
 
 
@@ -291,7 +295,10 @@ def _unit_rows(source: Location, unit: WorkUnit) -> int | None:
 _shared: dict[str, Any] = {}
 
 
-def _init_worker(done: Any, rejected: Any, totals: Any, environ: dict[str, str]) -> None:
+def _init_worker(
+    done: Any, rejected: Any, totals: Any, environ: dict[str, str], parent: int
+) -> None:
+    die_with(parent)
     # A forkserver's children inherit its environment from when it started; take ours.
     os.environ.clear()
     os.environ.update(environ)
@@ -371,7 +378,7 @@ def run_local(
         max_workers=min(workers, len(indices)) or 1,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(done, rejected, totals, dict(os.environ)),
+        initargs=(done, rejected, totals, dict(os.environ), os.getpid()),
     ) as pool:
         futures: list[Future[ShardManifest]] = [pool.submit(_worker, job, i, plan) for i in indices]
         pending: set[Future[ShardManifest]] = set(futures)

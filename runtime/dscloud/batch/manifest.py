@@ -8,6 +8,13 @@ shards to finish at least one sees the others; if two do, both write the same su
 ``dsc score --finalize`` does the same on demand (for example as a dependent job) and
 fails, naming the missing shards, if some have not finished.
 
+A run that rejected more than its allowed share of rows (``DSC_MAX_REJECTED_SHARE``,
+default one half) is not a success: ``_SUCCESS`` is not written, ``_FAILED`` holds the same
+summary with ``"status": "failed"`` and the reason, and the shard (or ``--finalize``) that
+found it exits non-zero. Tools that wait for ``_SUCCESS`` to exist then never start on an
+output that is mostly rejects; the threshold is the finalizer's, so a re-run with a higher
+one completes without re-scoring.
+
 ``_SUCCESS`` refuses to appear when shards disagree on the plan (the input changed between
 children) or on the model (an alias moved mid-run): the message says which shards to re-run.
 """
@@ -24,9 +31,18 @@ from typing import Any
 from dscloud.batch.locations import Location
 from dscloud.errors import ConfigError, DataError
 
-__all__ = ["SUCCESS", "ShardManifest", "finalize", "manifest_name", "read_success"]
+__all__ = [
+    "FAILED",
+    "SUCCESS",
+    "ShardManifest",
+    "finalize",
+    "manifest_name",
+    "read_failure",
+    "read_success",
+]
 
 SUCCESS = "_SUCCESS"
+FAILED = "_FAILED"
 MANIFESTS = "_manifests"
 _NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.json$")
 
@@ -84,12 +100,19 @@ def read_manifest(location: Location, path: str) -> ShardManifest:
         raise DataError(f"{location.uri_of(path)}: not a shard manifest ({exc})") from exc
 
 
-def finalize(location: Location, count: int, *, require: bool = True) -> dict[str, Any] | None:
+def finalize(
+    location: Location,
+    count: int,
+    *,
+    require: bool = True,
+    max_rejected_share: float = 1.0,
+) -> dict[str, Any] | None:
     """Write ``_SUCCESS`` when all ``count`` shards have manifests; returns its content.
 
     With ``require`` False, returns None when shards are still missing (the last shard to
     finish writes it). Raises :class:`ConfigError` when shards are missing (``require``) or
-    disagree on the plan or the model.
+    disagree on the plan or the model, and :class:`DataError` (after writing ``_FAILED``)
+    when more than ``max_rejected_share`` of the run's rows were rejected.
     """
     # List first, read only once all are there: with 10,000 children, each of them
     # finishing would otherwise read every manifest written so far.
@@ -148,9 +171,27 @@ def finalize(location: Location, count: int, *, require: bool = True) -> dict[st
             for m in shards
         ],
     }
-    location.write_bytes(location.join(SUCCESS), (json.dumps(summary, indent=2) + "\n").encode())
+    rows_in, rejected = summary["rows"]["in"], summary["rows"]["rejected"]
+    share = rejected / rows_in if rows_in else 0.0
+    summary["max_rejected_share"] = max_rejected_share
+    if share > max_rejected_share:
+        reason = (
+            f"{rejected:,} of {rows_in:,} rows rejected ({share:.1%}), more than the allowed "
+            f"{max_rejected_share:.1%} (DSC_MAX_REJECTED_SHARE / --max-rejected-share); "
+            f"the reasons are in the rejects files under {location.uri}"
+        )
+        summary.update(status="failed", reason=reason)
+        _write_summary(location, FAILED, summary)
+        location.delete(location.join(SUCCESS))
+        raise DataError(f"{location.uri}: run failed: {reason}")
+    _write_summary(location, SUCCESS, summary)
+    location.delete(location.join(FAILED))
     location.tidy()  # every shard is done: nothing is in flight
     return summary
+
+
+def _write_summary(location: Location, name: str, summary: dict[str, Any]) -> None:
+    location.write_bytes(location.join(name), (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def read_success(location: Location) -> dict[str, Any] | None:
@@ -163,6 +204,19 @@ def read_success(location: Location) -> dict[str, Any] | None:
         data: dict[str, Any] = json.loads(raw)
     except ValueError as exc:
         raise DataError(f"{location.uri}/{SUCCESS}: not a run summary ({exc})") from exc
+    return data
+
+
+def read_failure(location: Location) -> dict[str, Any] | None:
+    """The summary of a run that failed its rejected-share check (``_FAILED``), or None."""
+    try:
+        raw = location.read_bytes(location.join(FAILED))
+    except FileNotFoundError:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{location.uri}/{FAILED}: not a run summary ({exc})") from exc
     return data
 
 

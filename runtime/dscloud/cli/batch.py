@@ -21,7 +21,9 @@ Shards: --shard-index/--shard-count default to $AWS_BATCH_JOB_ARRAY_INDEX and
 $DSC_SHARD_COUNT, so an AWS Batch array job of n children runs one shard each; the last
 shard to finish writes OUTPUT/_SUCCESS (or run `dsc score --finalize --output OUTPUT
 --shard-count n`). --workers N instead runs every shard here, N at a time (shard count
-defaults to N). Rows that fail validation go to OUTPUT/_rejects/ with the reason.
+defaults to N). Rows that fail validation go to OUTPUT/_rejects/ with the reason; a run
+that rejects more than --max-rejected-share of its rows (default $DSC_MAX_REJECTED_SHARE,
+else 0.5) fails: OUTPUT/_FAILED instead of _SUCCESS, and a non-zero exit.
 """
 
 _BOTH = (
@@ -60,6 +62,12 @@ def register(sub: Any) -> None:
         help="input format: parquet, csv, ... (default: from the file suffix)",
     )
     p.add_argument(
+        "--max-rejected-share",
+        type=float,
+        metavar="SHARE",
+        help="fail the run when more than this share (0..1) of its rows is rejected",
+    )
+    p.add_argument(
         "--finalize",
         action="store_true",
         help="only write OUTPUT/_SUCCESS from the shard manifests (fails if shards are missing)",
@@ -93,10 +101,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         shard_index=args.shard_index,
         shard_count=args.shard_count,
         workers=args.workers,
+        max_rejected_share=args.max_rejected_share,
     )
     if args.finalize:
         summary = batch.finalize(
-            batch.Location(args.output, s3_endpoint=settings.s3_endpoint), settings.shard_count
+            batch.Location(args.output, s3_endpoint=settings.s3_endpoint),
+            settings.shard_count,
+            max_rejected_share=settings.max_rejected_share,
         )
         print(json.dumps(summary, indent=2))
         return 0
@@ -122,6 +133,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         format=args.format,
         s3_endpoint=settings.s3_endpoint,
         threads=settings.threads,
+        max_rejected_share=settings.max_rejected_share,
     )
     manifests = batch.run_local(job, workers=workers, shards=shards)
     rows_in = sum(m.rows_in for m in manifests)

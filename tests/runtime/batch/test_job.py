@@ -14,10 +14,19 @@ import pytest
 import dscloud
 from dscloud import example
 from dscloud.archive import Archive
-from dscloud.batch import SUCCESS, ScoreJob, finalize, plan_job, run_local, run_shard
+from dscloud.batch import (
+    SUCCESS,
+    ScoreJob,
+    finalize,
+    plan_job,
+    read_failure,
+    read_success,
+    run_local,
+    run_shard,
+)
 from dscloud.batch.locations import Location
 from dscloud.envelope import Artifact
-from dscloud.errors import ConfigError
+from dscloud.errors import ConfigError, DataError
 from dscloud.schema import Schema
 from dscloud.scorer import Scorer
 from tests.runtime.batch.conftest import read_output, read_rejects
@@ -302,3 +311,48 @@ def test_one_file_of_one_row_group_still_splits_across_shards(
 
     assert [m.rows_in for m in manifests] == [750, 750, 750, 750]
     pd.testing.assert_frame_equal(read_output(tmp_path / "sharded"), whole)
+
+
+def all_bad_csv(users: pd.DataFrame, directory: Path, *, bad: int = 100) -> Path:
+    """A CSV of 100 rows whose first ``bad`` have a word in a numeric column."""
+    frame = users.head(100).astype({"tenure_months": object})
+    frame.loc[: bad - 1, "tenure_months"] = "twelve"
+    directory.mkdir()
+    frame.to_csv(directory / "users.csv", index=False)
+    return directory / "users.csv"
+
+
+def test_a_run_rejecting_more_than_the_allowed_share_fails_without_success(
+    users: pd.DataFrame, tmp_path: Path, make_job: Callable[..., ScoreJob]
+) -> None:
+    # given an input whose every row is rejected, and a run allowing at most half
+    job = make_job(all_bad_csv(users, tmp_path / "in"), shard_count=2, max_rejected_share=0.5)
+
+    # when / then the shard that finalizes fails, naming the share and the setting
+    with pytest.raises(DataError, match=r"100 of 100 rows rejected \(100\.0%\).*50\.0%"):
+        run_local(job, workers=1)
+    out = Location(job.output)
+    assert read_success(out) is None
+    failure = read_failure(out)
+    assert failure is not None
+    assert failure["status"] == "failed"
+    assert "DSC_MAX_REJECTED_SHARE" in failure["reason"]
+    assert failure["rows"] == {"in": 100, "out": 0, "rejected": 100}
+    assert len(pd.read_parquet(Path(job.output) / failure["rejects"][0]["path"])) > 0
+
+    # and a re-run allowing every row to be rejected completes it (nothing re-scored)
+    run_local(replace(job, max_rejected_share=1.0), workers=1)
+    assert read_failure(out) is None
+    assert read_success(out) is not None
+
+
+def test_a_run_within_the_allowed_share_completes(
+    users: pd.DataFrame, tmp_path: Path, make_job: Callable[..., ScoreJob]
+) -> None:
+    job = make_job(all_bad_csv(users, tmp_path / "in", bad=50), max_rejected_share=0.5)
+
+    run_local(job, workers=1)
+
+    success = read_success(Location(job.output))
+    assert success is not None and success["status"] == "complete"
+    assert success["rows"]["rejected"] == 50

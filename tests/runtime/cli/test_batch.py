@@ -96,3 +96,27 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert code == 2
     assert "no data files found" in capsys.readouterr().err
+
+
+def test_a_run_rejecting_too_many_rows_exits_non_zero(
+    users: pd.DataFrame, tmp_path: Path, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a CSV whose every row has a word in a numeric column
+    frame = users.head(40).astype({"tenure_months": object})
+    frame["tenure_months"] = "twelve"
+    frame.to_csv(tmp_path / "users.csv", index=False)
+    out = tmp_path / "scores"
+    args = ["score", "churn@production", "--input", str(tmp_path / "users.csv")]
+
+    # when / then: the default share fails the run, with the reason on stderr
+    assert main([*args, "--output", str(out)]) == 1
+    assert "40 of 40 rows rejected" in capsys.readouterr().err
+    assert not (out / "_SUCCESS").exists()
+    assert json.loads((out / "_FAILED").read_text())["status"] == "failed"
+
+    # the flag and the environment variable both set it; a share outside 0..1 is refused
+    assert main([*args, "--output", str(out), "--max-rejected-share", "1"]) == 0
+    env.setenv("DSC_MAX_REJECTED_SHARE", "1")
+    assert main([*args, "--output", str(tmp_path / "other")]) == 0
+    assert main([*args, "--output", str(out), "--max-rejected-share", "1.5"]) == 2
+    assert "expected a number in 0..1" in capsys.readouterr().err
