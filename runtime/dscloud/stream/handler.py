@@ -10,7 +10,9 @@ See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
    ``event_time`` or any other error while decoding is a *reject*: decoding depends only
    on the record's bytes, so a retry would fail the same way and block the shard.
 2. **Score** every decoded record in **one** ONNX call (:meth:`Scorer.score_records`). A row
-   the model's schema refuses is a *reject* with the schema's reason.
+   the model's schema refuses is a *reject* with the schema's reason. When the call
+   crashes, halves are scored apart until the record that crashes alone is found: it is a
+   *reject* with the error (see :meth:`StreamScorer._predict`), the others are scored.
 3. **Write** the newest prediction per entity to the DynamoDB table with a conditional put
    (why not ``BatchWriteItem``: :mod:`dscloud.stream.sinks`). An older ``event_time`` never
    replaces a newer one; a stale write counts as done. Records superseded inside the batch
@@ -35,8 +37,10 @@ the records with a record handler that raises each failed record's error, and bu
 Kinesis item identifier) exactly as Powertools does for every other user.
 ``raise_on_entire_batch_failure`` is off: a batch whose every write was throttled is
 reported item by item and retried, rather than raised, which would make Lambda bisect a
-batch that has nothing wrong with it. A crash (an exception out of scoring itself) still
-raises, and the event source mapping bisects to isolate the record that causes it.
+batch that has nothing wrong with it. The handler isolates a record that crashes scoring
+itself (so the on-failure queue, which keeps no payload, never gets it); a crash of the
+runtime (the goldens fail too, memory runs out) still raises, and the event source mapping
+bisects and retries.
 
 Lambda resumes a Kinesis shard at the *lowest* failed sequence number and redelivers every
 record after it. So side effects stop at the first failure: predictions, outputs and
@@ -79,6 +83,7 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from dscloud.archive import Archive
 from dscloud.errors import ConfigError, PayloadError, SchemaError
 from dscloud.live import LiveModel
+from dscloud.scorer import Predictions, Scorer
 from dscloud.settings import Settings
 from dscloud.stream.records import StreamEvent, parse_payload
 from dscloud.stream.sinks import (
@@ -298,7 +303,40 @@ class StreamScorer:
         if not slots:
             return
         scorer = self.live.scorer
-        preds = scorer.score_records([s.event.features for s in slots if s.event is not None])
+        for part, preds in self._predict(scorer, list(slots)):
+            self._keep(scorer, part, preds)
+
+    def _predict(self, scorer: Scorer, slots: list[_Slot]) -> list[tuple[list[_Slot], Predictions]]:
+        """``slots`` scored in one ONNX call; when that call crashes, each half on its own.
+
+        Halving isolates a record that crashes scoring in about 2 log2(n) calls. Such a
+        record crashes the same way on every retry (the model and its bytes are fixed), so
+        it is rejected with the error and its payload, on every path and batch size,
+        instead of failing the invocation until Lambda gives up on it without its payload.
+        Unless the model no longer reproduces its golden examples either: then the runtime,
+        not the record, is broken, and the error is raised so that the batch is retried.
+        Memory errors are raised as they are: they depend on the batch, not on one record.
+        """
+        try:
+            return [(slots, scorer.score_records([s.event.features for s in slots if s.event]))]
+        except MemoryError:
+            raise
+        except Exception as exc:
+            if len(slots) > 1:
+                half = len(slots) // 2
+                return self._predict(scorer, slots[:half]) + self._predict(scorer, slots[half:])
+            try:
+                scorer.check_goldens()
+            except Exception:
+                raise exc from None
+            self._fail(
+                slots[0],
+                SchemaError(f"the model cannot score this record ({type(exc).__name__}: {exc})"),
+            )
+            return []
+
+    def _keep(self, scorer: Scorer, slots: Sequence[_Slot], preds: Predictions) -> None:
+        """Record ``preds`` (of ``slots``, in order) as rejects and predictions on the slots."""
         for row, reason in preds.rejects.items():
             self._fail(slots[row], SchemaError(reason, row=row))
         classes = preds.classes
