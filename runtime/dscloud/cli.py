@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dscloud import cli_batch, cli_models, cli_serve, cli_stream
+from dscloud import cli_batch, cli_invoke, cli_models, cli_serve, cli_stream
 from dscloud.errors import DscError
 
 __all__ = ["main", "parser"]
@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cli_models, cli_serve, cli_stream, cli_batch):
         module.register(sub)
+    cli_invoke.register(sub)
     return root
 
 
