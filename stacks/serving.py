@@ -309,7 +309,9 @@ class SignedEndpoint(Construct):
                 iam.PolicyStatement(actions=["execute-api:Invoke"], resources=self.invoke_resources)
             ],
         )
-        for resource in self.invoke_resources:
+        for resource, (_, path) in zip(self.invoke_resources, INVOKE_ROUTES, strict=True):
+            if not path.endswith("*"):
+                continue
             acknowledge_wildcard_resource(
                 self.invoke_policy,
                 resource,

@@ -13,6 +13,7 @@ import datetime
 import hmac
 import json
 import re
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -355,3 +356,12 @@ def test_no_credentials_is_a_config_error() -> None:
 def test_a_url_without_a_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="endpoint URL"):
         EndpointClient("abc.execute-api.eu-west-1.amazonaws.com", sign=False)
+
+
+def test_signing_without_botocore_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "botocore.session", None)
+
+    with pytest.raises(ConfigError, match=r"dscloud\[client\]"):
+        EndpointClient("https://a.execute-api.eu-west-1.amazonaws.com")
