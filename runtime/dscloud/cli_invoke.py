@@ -42,7 +42,10 @@ def register(sub: Any) -> None:
         help="a JSON body (MLflow forms: dataframe_split, ...); @FILE reads a file, @- stdin",
     )
     body.add_argument("--csv", metavar="FILE", help="a CSV file with a header row; - for stdin")
-    p.add_argument("--region", help="region to sign for (default: from the URL, then AWS_REGION)")
+    p.add_argument(
+        "--region",
+        help="region to sign for (default: from the URL, then AWS_DEFAULT_REGION or the profile)",
+    )
     p.add_argument("--profile", help="AWS profile to sign with (default: $AWS_PROFILE)")
     p.add_argument(
         "--unsigned", action="store_true", help="send without a signature (local dsc serve)"

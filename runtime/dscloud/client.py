@@ -167,7 +167,7 @@ class _Signer:
         if not region:
             raise ConfigError(
                 "no AWS region to sign for: the URL is not an execute-api default endpoint, "
-                "so pass the region (--region or AWS_REGION)"
+                "so pass the region (--region, AWS_DEFAULT_REGION or the profile's region)"
             )
         return cls(credentials, region)
 
