@@ -12,6 +12,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
+from dscloud.client import region_of
 from stacks.assets import AssetSources
 from stacks.config import CONTEXT_KEY, load_config
 from stacks.platform import build_platform
@@ -321,3 +322,26 @@ def test_with_a_certificate_the_api_has_the_custom_domain_and_calls_the_alb_over
         "AWS::EC2::SecurityGroupIngress", {"FromPort": 443, "ToPort": 443}
     )
     template.has_output("*", {"Value": f"https://{VARIANT_DOMAIN}/"})
+
+
+def test_the_endpoint_url_output_is_one_the_client_signs_for_the_right_region(
+    platform: Any, dev_env: str
+) -> None:
+    # stacks -> runtime: the URL a caller copies from the output needs no --region
+    env = platform.environments[dev_env].config
+    template = platform.template_json(dev_env, "Serving")
+    (api_id,) = _resources(template, "AWS::ApiGatewayV2::Api")
+    (url,) = [
+        o["Value"] for name, o in template["Outputs"].items() if name.startswith("EndpointUrl")
+    ]
+    delimiter, parts = url["Fn::Join"]
+    deployed_values = {
+        json.dumps({"Ref": api_id}): "a1b2c3d4e5",
+        '{"Ref": "AWS::URLSuffix"}': "amazonaws.com",
+    }
+    deployed = delimiter.join(
+        part if isinstance(part, str) else deployed_values[json.dumps(part)] for part in parts
+    )
+
+    assert deployed.startswith("https://a1b2c3d4e5.execute-api.")
+    assert region_of(deployed) == env.region
