@@ -13,6 +13,8 @@ docs/security.md says what a caller needs and why IAM.
 
 from __future__ import annotations
 
+import re
+
 import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_apigateway as apigateway
@@ -47,9 +49,10 @@ __all__ = [
 
 CONTAINER_PORT = 8080
 READINESS_PATH = "/v2/health/ready"
-# What a caller granted `execute-api:Invoke` may call (method, path): scoring on both
-# protocols and every read (health, metadata, the OpenAPI document); nothing else.
-INVOKE_ROUTES = (("POST", "/invocations"), ("POST", "/v2/models/*"), ("GET", "/*"))
+# The API's routes, each IAM-authorized, and all a granted caller may call: scoring on both
+# protocols and every read (health, metadata, the OpenAPI document). No `$default` route:
+# any other method or path is a 404 from API Gateway and never reaches a task.
+INVOKE_ROUTES = (("POST", "/invocations"), ("POST", "/v2/models/{proxy+}"), ("GET", "/{proxy+}"))
 # One JSON line per request: who called (the IAM principal), what, and how it ended.
 _ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","time":"$context.requestTime",'
@@ -206,8 +209,9 @@ class SignedEndpoint(Construct):
     custom domain (TLS 1.2), and the VPC link calls the ALB's HTTPS listener verifying that
     name. The load balancer stays internal (it has no reason to be reachable from outside:
     the VPC link enters the VPC) and its security group admits only the link's; health
-    checks stay between the ALB and the tasks. Every route, `$default` included, requires
-    `AWS_IAM`: there is no unauthenticated path through the API.
+    checks stay between the ALB and the tasks. Every route (INVOKE_ROUTES) requires
+    `AWS_IAM` and there is no catch-all `$default` route: there is no unauthenticated path
+    through the API.
 
     `url` is the endpoint, `invoke_policy` the managed policy a caller's role needs
     (`grant_invoke(role)` attaches it), `api` and `stage` the API Gateway constructs.
@@ -260,13 +264,17 @@ class SignedEndpoint(Construct):
             description=f"{config.name}: model serving, IAM (SigV4) callers only",
             create_default_stage=False,
             default_authorizer=authorizers.HttpIamAuthorizer(),
-            default_integration=integrations.HttpAlbIntegration(
-                "LoadBalancer",
-                listener,
-                vpc_link=self.vpc_link,
-                secure_server_name=settings.domain_name,
-            ),
         )
+        load_balancer = integrations.HttpAlbIntegration(
+            "LoadBalancer",
+            listener,
+            vpc_link=self.vpc_link,
+            secure_server_name=settings.domain_name,
+        )
+        for method, path in INVOKE_ROUTES:
+            self.api.add_routes(
+                path=path, methods=[apigwv2.HttpMethod(method)], integration=load_balancer
+            )
         self.access_logs = log_group(
             self,
             "AccessLogs",
@@ -297,8 +305,9 @@ class SignedEndpoint(Construct):
             self.url = f"https://{settings.domain_name}/"
             # Where the team's DNS record for domain_name must point (CNAME or alias).
             self.domain_target = domain.regional_domain_name
+        # IAM matches the request's own path: a greedy {proxy+} becomes a wildcard.
         self.invoke_resources = [
-            self.api.arn_for_execute_api(method, path, self.stage.stage_name)
+            self.api.arn_for_execute_api(method, _iam_path(path), self.stage.stage_name)
             for method, path in INVOKE_ROUTES
         ]
         self.invoke_policy = iam.ManagedPolicy(
@@ -310,7 +319,7 @@ class SignedEndpoint(Construct):
             ],
         )
         for resource, (_, path) in zip(self.invoke_resources, INVOKE_ROUTES, strict=True):
-            if not path.endswith("*"):
+            if "{" not in path:
                 continue
             acknowledge_wildcard_resource(
                 self.invoke_policy,
@@ -322,6 +331,11 @@ class SignedEndpoint(Construct):
     def grant_invoke(self, role: iam.IRole) -> None:
         """Let `role` call the endpoint: attaches `invoke_policy` (the routes INVOKE_ROUTES)."""
         role.add_managed_policy(self.invoke_policy)
+
+
+def _iam_path(route_path: str) -> str:
+    # As aws-cdk's HttpRoute.grantInvoke: a path variable and all after it become `*`.
+    return re.sub(r"\{.*?\}.*", "*", route_path)
 
 
 @jsii.implements(apigwv2.IAccessLogSettings)

@@ -183,7 +183,9 @@ def test_every_route_of_the_api_requires_iam(platform: Any) -> None:
         routes = _resources(platform.template_json(env, "Serving"), "AWS::ApiGatewayV2::Route")
 
         assert routes, f"{env}: no route"
-        assert {r["RouteKey"] for r in routes.values()} == {"$default"}
+        assert {r["RouteKey"] for r in routes.values()} == {
+            f"{method} {path}" for method, path in INVOKE_ROUTES
+        }
         assert {r.get("AuthorizationType") for r in routes.values()} == {"AWS_IAM"}, env
 
 
@@ -257,7 +259,7 @@ def test_the_invoke_policy_allows_only_invoke_on_the_scoring_and_read_routes(
     assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
     assert all(api_id in resource for resource in resources)
     routes = {r.rsplit('"/$default/', 1)[1].split('"')[0] for r in resources}
-    assert routes == {f"{method}{path}" for method, path in INVOKE_ROUTES}
+    assert routes == {"POST/invocations", "POST/v2/models/*", "GET/*"}
 
 
 def test_the_stage_writes_an_access_log_naming_the_caller(template_of: TemplateOf) -> None:
