@@ -9,7 +9,7 @@ zone). S3 traffic goes through a free gateway endpoint. With `vpc_id` set, the t
 that VPC's private subnets with egress instead.
 
 The load balancer admits, by default, nobody from here: the serving stack lets in its signed
-endpoint's VPC link (stacks/serving.py, `SignedEndpoint`) and nothing else. CIDRs in
+endpoint's VPC link (stacks/endpoint.py, `SignedEndpoint`) and nothing else. CIDRs in
 `serving.ingress_cidrs` are an explicit opt-out that reaches the listener ports without
 authentication. Serving tasks admit only the load balancer (wired by the serving stack);
 batch tasks admit nothing.

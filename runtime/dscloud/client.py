@@ -1,6 +1,6 @@
 """A client for a dscloud endpoint: every request signed with AWS Signature Version 4.
 
-The deployed endpoint (stacks/serving.py, `SignedEndpoint`) is an API Gateway HTTP API that
+The deployed endpoint (stacks/endpoint.py, `SignedEndpoint`) is an API Gateway HTTP API that
 admits only requests signed for the ``execute-api`` service by an IAM principal allowed
 ``execute-api:Invoke`` on it. This module signs with botocore's own signer (``SigV4Auth``
 over an ``AWSRequest``), from the credentials of a botocore or boto3 session (environment,

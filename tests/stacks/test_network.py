@@ -76,7 +76,7 @@ def test_security_groups_admit_no_cidr_and_tasks_admit_the_load_balancer_only(
 
     assert len(groups) == 3
     # By default nobody reaches the load balancer by address: only the signed endpoint's
-    # VPC link, admitted by the serving stack (tests/stacks/test_serving.py).
+    # VPC link, admitted by the serving stack (tests/stacks/test_endpoint.py).
     assert [lid for lid, props in groups.items() if props.get("SecurityGroupIngress")] == []
     task_ingress = [
         r["Properties"]
