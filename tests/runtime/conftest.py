@@ -162,8 +162,8 @@ def verifier(churn_server: Server) -> Iterator[Verifier]:
     proxy.close()
 
 
-    """The churn model's golden inputs as an MLflow `dataframe_records` body."""
 @pytest.fixture(scope="module")
 def rows_json(churn_artifact: Artifact) -> bytes:
+    """The churn model's golden inputs as an MLflow `dataframe_records` body."""
     rows = [dict(g.inputs) for g in churn_artifact.envelope.goldens]
     return json.dumps({"dataframe_records": rows}).encode()
