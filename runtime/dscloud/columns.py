@@ -230,7 +230,10 @@ def encodable(text: str) -> bool:
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a list nested ~1,000 deep: a client's error, not ours
+        text = "[[[... (nested too deeply)"
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"

@@ -19,8 +19,10 @@ handler and the CLI each map the tree in exactly one place::
     ├── SchemaError                 input that does not match the model's schema (400)
     │   └── PayloadError            a request body that cannot be decoded at all (400)
     │       ├── PayloadTooLargeError    a body above the configured limit (413)
-    │       └── UnsupportedMediaError   a content type no decoder speaks (415)
+    │       ├── UnsupportedMediaError   a content type no decoder speaks (415)
+    │       └── RequestTimeoutError     a body that did not arrive in time (408)
     ├── NotReadyError               no verified model is loaded yet (503)
+    ├── OverloadedError             over the concurrency cap or memory budget (503, Retry-After)
     └── EndpointError               a remote endpoint answered with an error (its status)
 """
 
@@ -39,9 +41,11 @@ __all__ = [
     "ModelLoadError",
     "NotFoundError",
     "NotReadyError",
+    "OverloadedError",
     "ParityError",
     "PayloadError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "SchemaError",
     "UnsupportedMediaError",
     "VersionExistsError",
@@ -155,6 +159,22 @@ class UnsupportedMediaError(PayloadError):
 
 class NotReadyError(DscError):
     status = 503
+
+
+class RequestTimeoutError(PayloadError):
+    """The request body did not arrive within the configured time."""
+
+    status = 408
+
+
+class OverloadedError(DscError):
+    """The server is at its limit right now; the client should retry after ``retry_after`` s."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class EndpointError(DscError):

@@ -4,7 +4,8 @@ The server polls on a background thread; the Lambda handler calls :meth:`LiveMod
 when its interval has passed. A swap is one attribute assignment, so a request either
 gets the old scorer or the new one, never a half-loaded model. A new version that fails
 verification (sha256 or golden replay) is not swapped in: the old one keeps serving and
-the failure is logged and kept in ``last_error``.
+the failure is logged and kept in ``last_error``; ``public_error`` says the same without
+the archive's paths and keys, for answers to clients.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LiveModel:
         self.ref = Ref.parse(ref) if isinstance(ref, str) else ref
         self.threads = threads
         self.last_error: str | None = None
+        self.public_error: str | None = None
         self._refused: int | None = None  # the version that last failed to load
         self.scorer: Scorer = self._load(self.ref)
 
@@ -70,7 +72,7 @@ class LiveModel:
         try:
             version = self.archive.resolve(self.ref)
             if version == self.scorer.version:
-                self.last_error = None  # the alias came back to what we serve
+                self.last_error = self.public_error = None  # the alias came back
                 return False
             if version == self._refused:
                 return False  # already failed; keep reporting it, do not reload it every poll
@@ -79,6 +81,7 @@ class LiveModel:
             self.last_error = (
                 str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
             )
+            self.public_error = _public(exc, self.ref.name, version)
             # A version that fails verification stays refused; a read that failed may succeed
             # on the next poll.
             if isinstance(exc, _VERDICTS):
@@ -94,7 +97,7 @@ class LiveModel:
             return False
         old = self.scorer
         self.scorer = candidate
-        self.last_error = None
+        self.last_error = self.public_error = None
         self._refused = None
         log.info(
             "swapped %s: version %s -> %s",
@@ -104,6 +107,26 @@ class LiveModel:
             extra={"model": candidate.name, "version": candidate.version},
         )
         return True
+
+
+#: What a client may be told about a failed refresh: the kind of failure, never the
+#: message, which names archive paths, bucket keys and hashes of the operator's storage.
+_PUBLIC = {
+    ArtifactIntegrityError: "failed its sha256 integrity check",
+    GoldenMismatchError: "does not reproduce its golden examples",
+    ModelLoadError: "cannot be loaded by ONNX Runtime",
+    EnvelopeError: "has an invalid envelope",
+    NotFoundError: "was not found in the archive",
+}
+
+
+def _public(exc: BaseException, name: str, version: int | None) -> str:
+    """One line about a refresh failure, without internal paths (the log has the rest)."""
+    which = f"version {version} of {name}" if version is not None else f"the alias of {name}"
+    for kind, text in _PUBLIC.items():
+        if isinstance(exc, kind):
+            return f"{which} {text}; still serving the previous version (details in the log)"
+    return f"the archive could not be read ({type(exc).__name__}); details in the server log"
 
 
 class ModelSet:

@@ -12,6 +12,15 @@ workers                   ``DSC_WORKERS``             ``1``
 threads                   ``DSC_THREADS``             ``1`` (ONNX Runtime intra-op threads)
 refresh_seconds           ``DSC_REFRESH_SECONDS``     ``30`` (alias polling; 0 disables)
 max_body_bytes            ``DSC_MAX_BODY_BYTES``      ``16777216``
+header_seconds            ``DSC_HEADER_SECONDS``      ``10`` (request headers must arrive
+                                                      within; 0 disables)
+body_seconds              ``DSC_BODY_SECONDS``        ``30`` (the body must arrive within,
+                                                      else 408; 0 disables)
+max_concurrent            ``DSC_MAX_CONCURRENT``      ``16`` scoring requests per process
+                                                      (more get 503; 0: no cap)
+memory_budget_bytes       ``DSC_MEMORY_BUDGET_BYTES`` ``0`` (none) request memory per process
+                                                      (more gets 503); the stacks derive it
+                                                      from the task size
 predictions_table         ``DSC_PREDICTIONS_TABLE``   (none)
 output_stream             ``DSC_OUTPUT_STREAM``       (none)
 rejects_queue_url         ``DSC_REJECTS_QUEUE_URL``   (none)
@@ -22,6 +31,11 @@ s3_endpoint               ``AWS_ENDPOINT_URL_S3`` or  (none: AWS; e.g. a moto se
 max_rejected_share        ``DSC_MAX_REJECTED_SHARE``  ``0.5`` (a batch run rejecting more
                                                       of its rows fails; 1 never fails)
 ========================  ==========================  =====================================
+
+The server keeps an idle connection open for 75 s, *longer* than the ALB's 60 s idle
+timeout, on purpose: the balancer must be the side that closes idle connections, or it may
+send a request on one the task just closed (a 502). Slow clients are bounded by
+``header_seconds`` and ``body_seconds`` instead (see :mod:`dscloud.server.deadlines`).
 """
 
 from __future__ import annotations
@@ -75,6 +89,10 @@ class Settings:
     threads: int = 1
     refresh_seconds: float = 30.0
     max_body_bytes: int = 16 * 1024 * 1024
+    header_seconds: float = 10.0
+    body_seconds: float = 30.0
+    max_concurrent: int = 16
+    memory_budget_bytes: int = 0
     predictions_table: str | None = None
     output_stream: str | None = None
     rejects_queue_url: str | None = None
@@ -100,6 +118,10 @@ class Settings:
             threads=_int(env, "DSC_THREADS", 1, minimum=1),
             refresh_seconds=_float(env, "DSC_REFRESH_SECONDS", 30.0),
             max_body_bytes=_int(env, "DSC_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1),
+            header_seconds=_float(env, "DSC_HEADER_SECONDS", 10.0),
+            body_seconds=_float(env, "DSC_BODY_SECONDS", 30.0),
+            max_concurrent=_int(env, "DSC_MAX_CONCURRENT", 16),
+            memory_budget_bytes=_int(env, "DSC_MEMORY_BUDGET_BYTES", 0),
             predictions_table=env.get("DSC_PREDICTIONS_TABLE") or None,
             output_stream=env.get("DSC_OUTPUT_STREAM") or None,
             rejects_queue_url=env.get("DSC_REJECTS_QUEUE_URL") or None,

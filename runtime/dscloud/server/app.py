@@ -15,6 +15,7 @@ import-string factory that reads :class:`~dscloud.settings.Settings` from the en
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,10 +33,19 @@ from starlette.routing import Route
 
 from dscloud import __version__
 from dscloud.archive import Archive
-from dscloud.errors import DscError, NotFoundError, PayloadTooLargeError, SchemaError
+from dscloud.errors import (
+    DscError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    SchemaError,
+)
 from dscloud.live import LiveModel, ModelSet
 from dscloud.scorer import Scorer
 from dscloud.server import invocations, oip
+from dscloud.server.admission import Admission, Ticket
+from dscloud.server.deadlines import deadline_protocol
 from dscloud.server.logs import configure_logging
 from dscloud.server.metrics import Metrics
 from dscloud.server.openapi import openapi
@@ -97,6 +107,8 @@ def error_response(exc: Exception, exchange: Exchange) -> Response:
             body["row"] = exc.row
             if exchange.scorer is not None:
                 body["expected"] = exchange.scorer.schema.describe()
+        if isinstance(exc, OverloadedError):
+            exchange.headers["retry-after"] = str(exc.retry_after)
     elif isinstance(exc, HTTPException):
         status, body = exc.status_code, {"error": exc.detail}
         if exc.headers:  # e.g. Allow on a 405
@@ -121,6 +133,9 @@ class ModelServer:
         self.models = models
         self.settings = settings
         self.metrics = Metrics(worker_label=settings.workers > 1)
+        self.admission = Admission(
+            max_concurrent=settings.max_concurrent, budget_bytes=settings.memory_budget_bytes
+        )
         self._openapi = orjson.dumps(openapi(sorted(models.models)))
 
     # -- plumbing -------------------------------------------------------------------------
@@ -165,8 +180,10 @@ class ModelServer:
         self._observe(request, exchange, response.status_code, time.perf_counter())
         return response
 
-    async def body(self, request: Request) -> bytes:
-        """The request body, refused with 413 as soon as it passes the limit."""
+    async def body(self, request: Request, ticket: Ticket) -> bytes:
+        """The request body, refused with 413 as soon as it passes the limit, 408 when it
+        does not arrive within ``body_seconds``, and 503 when its memory does not fit in
+        the budget (reserved on ``ticket`` before it is read)."""
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -174,6 +191,18 @@ class ModelServer:
                 f"body of {declared} bytes exceeds the limit of {limit} bytes "
                 "(DSC_MAX_BODY_BYTES); send fewer rows per request"
             )
+        if declared is not None and declared.isdigit():
+            ticket.reserve(int(declared))
+        seconds = self.settings.body_seconds
+        try:
+            async with asyncio.timeout(seconds if seconds > 0 else None):
+                return await self._read(request, ticket, limit, reserved=declared is not None)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the body did not arrive within {seconds:g} s (DSC_BODY_SECONDS)"
+            ) from None
+
+    async def _read(self, request: Request, ticket: Ticket, limit: int, *, reserved: bool) -> bytes:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -182,6 +211,8 @@ class ModelServer:
                     f"body exceeds the limit of {limit} bytes (DSC_MAX_BODY_BYTES); "
                     "send fewer rows per request"
                 )
+            if not reserved:  # chunked: reserve as it arrives
+                ticket.reserve(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -218,7 +249,7 @@ class ModelServer:
         params = request.path_params
         live, scorer = self.live(params["name"], params.get("version"))
         exchange.scorer = scorer
-        body = oip.model_metadata(scorer, ref=str(live.ref), last_error=live.last_error)
+        body = oip.model_metadata(scorer, ref=str(live.ref), last_error=live.public_error)
         return _json(body, headers=_model_headers(scorer))
 
     async def model_ready(self, request: Request, exchange: Exchange) -> Response:
@@ -241,31 +272,33 @@ class ModelServer:
     async def infer(self, request: Request, exchange: Exchange) -> Response:
         params = request.path_params
         scorer = exchange.scorer = self.live(params["name"], params.get("version"))[1]
-        body = await self.body(request)
+        with self.admission.request() as ticket:
+            body = await self.body(request, ticket)
 
-        def work() -> bytes:
-            batch = oip.decode_infer(loads(body), scorer.schema)
-            exchange.rows = batch.n_rows
-            preds = scorer.score_columns(batch.columns, batch.n_rows)
-            preds.raise_for_rejects()
-            return oip.encode_infer(preds, scorer, batch)
+            def work() -> bytes:
+                batch = oip.decode_infer(loads(body), scorer.schema)
+                exchange.rows = batch.n_rows
+                preds = scorer.score_columns(batch.columns, batch.n_rows)
+                preds.raise_for_rejects()
+                return oip.encode_infer(preds, scorer, batch)
 
-        answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
+            answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
         return Response(answer, media_type=JSON, headers=_model_headers(scorer))
 
     async def invoke(self, request: Request, exchange: Exchange) -> Response:
         scorer = exchange.scorer = self._invocation_model(request).scorer
-        body = await self.body(request)
         content_type = request.headers.get("content-type", "")
+        with self.admission.request() as ticket:
+            body = await self.body(request, ticket)
 
-        def work() -> bytes:
-            batch = invocations.decode_invocations(body, content_type, scorer.schema)
-            exchange.rows = batch.n_rows
-            preds = scorer.score_columns(batch.columns, batch.n_rows)
-            preds.raise_for_rejects()
-            return invocations.encode_invocations(preds, scorer)
+            def work() -> bytes:
+                batch = invocations.decode_invocations(body, content_type, scorer.schema)
+                exchange.rows = batch.n_rows
+                preds = scorer.score_columns(batch.columns, batch.n_rows)
+                preds.raise_for_rejects()
+                return invocations.encode_invocations(preds, scorer)
 
-        answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
+            answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
         return Response(answer, media_type=JSON, headers=_model_headers(scorer))
 
     def _invocation_model(self, request: Request) -> LiveModel:
@@ -338,5 +371,6 @@ def app_from_env() -> Starlette:
     """
     configure_logging()
     settings = Settings.from_env()
+    deadline_protocol(settings.header_seconds)  # this worker's connections, same settings
     models = ModelSet(Archive.open(settings.archive), settings.models, threads=settings.threads)
     return create_app(models, settings)

@@ -8,15 +8,19 @@ requests finish, up to :data:`DRAIN_SECONDS`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import resource
 
 import uvicorn
 
 from dscloud.archive import Archive
 from dscloud.errors import ConfigError
 from dscloud.live import ModelSet
+from dscloud.server.admission import check_budget
 from dscloud.server.app import create_app
+from dscloud.server.deadlines import KEEP_ALIVE_SECONDS, PROTOCOL, deadline_protocol
 from dscloud.server.logs import configure_logging
 from dscloud.settings import Settings
 
@@ -24,8 +28,6 @@ __all__ = ["DRAIN_SECONDS", "KEEP_ALIVE_SECONDS", "check", "serve", "settings_en
 
 #: How long SIGTERM waits for in-flight requests (below ECS's default 30 s stop timeout).
 DRAIN_SECONDS = 25
-#: Longer than an ALB's 60 s idle timeout, so the balancer never reuses a closed connection.
-KEEP_ALIVE_SECONDS = 75
 FACTORY = "dscloud.server.app:app_from_env"
 
 
@@ -39,6 +41,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DSC_THREADS": str(settings.threads),
         "DSC_REFRESH_SECONDS": str(settings.refresh_seconds),
         "DSC_MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "DSC_HEADER_SECONDS": str(settings.header_seconds),
+        "DSC_BODY_SECONDS": str(settings.body_seconds),
+        "DSC_MAX_CONCURRENT": str(settings.max_concurrent),
+        "DSC_MEMORY_BUDGET_BYTES": str(settings.memory_budget_bytes),
     }
 
 
@@ -57,6 +63,16 @@ def check(settings: Settings) -> None:
             raise ConfigError(f"{name} {value}: expected at least {minimum}")
     if settings.refresh_seconds < 0:
         raise ConfigError(f"refresh seconds {settings.refresh_seconds}: expected 0 or more")
+    check_budget(settings.memory_budget_bytes, settings.max_body_bytes)
+
+
+def _more_file_descriptors() -> None:
+    """Raise the soft open-files limit to the hard one: each connection is a descriptor, and
+    1,024 (a common soft default) is too few to ride out a flood of idle connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def serve(settings: Settings) -> None:
@@ -67,6 +83,7 @@ def serve(settings: Settings) -> None:
     """
     check(settings)
     configure_logging()
+    _more_file_descriptors()
     archive = Archive.open(settings.archive)
     models = ModelSet(archive, settings.models, threads=settings.threads)
     common: dict[str, object] = {
@@ -79,11 +96,13 @@ def serve(settings: Settings) -> None:
         "timeout_graceful_shutdown": DRAIN_SECONDS,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(models, settings), **common)  # type: ignore[arg-type]
+        http = deadline_protocol(settings.header_seconds)
+        uvicorn.run(create_app(models, settings), http=http, **common)  # type: ignore[arg-type]
         return
     # Workers are fresh processes: each builds its app from the environment. The models
     # loaded above only proved they can be served.
     del models
     gc.collect()
     os.environ.update(settings_env(settings))
-    uvicorn.run(FACTORY, factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    # Each worker sets its header deadline in app_from_env, from the same environment.
+    uvicorn.run(FACTORY, factory=True, workers=settings.workers, http=PROTOCOL, **common)  # type: ignore[arg-type]

@@ -1,0 +1,109 @@
+"""Admission: how many scoring requests, and how much request memory, a process takes at once.
+
+Two limits, each answered with 503 and ``Retry-After`` rather than queueing or growing:
+
+- **concurrency**: at most ``max_concurrent`` scoring requests (``/invocations``, ``infer``)
+  in flight per process. Health checks, metadata and metrics are never counted, so a
+  flood of scoring requests cannot make the load balancer think the task is dead.
+- **memory**: a request costs about ``cost_per_body_byte`` bytes of memory per byte of
+  body while it is decoded and scored (measured in ``bench/memory.md``). Its cost is
+  reserved before the body is read (from ``Content-Length``, or chunk by chunk when the
+  body is chunked) and released when the answer is sent; a request whose cost would take
+  the total past ``budget_bytes`` is refused. The budget comes from the task's memory
+  (the stacks set ``DSC_MEMORY_BUDGET_BYTES``), so eight maximum-size bodies at once get
+  some 503s instead of an OOM kill of the task and every request in it.
+
+One request is always admitted when none is in flight, whatever its cost: a budget that
+could never take the largest allowed body is refused at start-up instead
+(:func:`check_budget`).
+
+Everything here runs on the event loop's thread, so the counters need no lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dscloud.errors import ConfigError, OverloadedError
+
+__all__ = ["COST_PER_BODY_BYTE", "Admission", "Ticket", "check_budget"]
+
+#: Peak memory per byte of body while a request is decoded and scored, the largest over
+#: CSV and every JSON form (bench/memory.md), rounded up.
+COST_PER_BODY_BYTE = 12.0
+
+
+class Ticket:
+    """One admitted request's reservation; grows as its body arrives."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.reserved = 0
+
+    def reserve(self, body_bytes: int) -> None:
+        """Reserve the memory of ``body_bytes`` more body bytes.
+
+        Raises :class:`OverloadedError` when that would pass the budget while other
+        requests are in flight.
+        """
+        cost = math.ceil(body_bytes * self._admission.cost_per_body_byte)
+        self._admission._take(self, cost)
+
+
+class Admission:
+    """The limits of one server process (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        budget_bytes: int,
+        cost_per_body_byte: float = COST_PER_BODY_BYTE,
+    ) -> None:
+        self.max_concurrent = max_concurrent
+        self.budget_bytes = budget_bytes
+        self.cost_per_body_byte = cost_per_body_byte
+        self.in_flight = 0
+        self.reserved = 0
+
+    @contextmanager
+    def request(self) -> Iterator[Ticket]:
+        """Admit one scoring request for the ``with`` block; yields its :class:`Ticket`.
+
+        Raises :class:`OverloadedError` when ``max_concurrent`` requests are in flight.
+        """
+        if self.max_concurrent and self.in_flight >= self.max_concurrent:
+            raise OverloadedError(
+                f"{self.in_flight} scoring requests in flight, the most this process takes "
+                "at once (DSC_MAX_CONCURRENT); retry shortly"
+            )
+        ticket = Ticket(self)
+        self.in_flight += 1
+        try:
+            yield ticket
+        finally:
+            self.in_flight -= 1
+            self.reserved -= ticket.reserved
+
+    def _take(self, ticket: Ticket, cost: int) -> None:
+        alone = self.in_flight == 1 and ticket.reserved == self.reserved
+        if self.budget_bytes and not alone and self.reserved + cost > self.budget_bytes:
+            raise OverloadedError(
+                f"the requests in flight already use the memory budget of this process "
+                f"({self.budget_bytes} bytes, DSC_MEMORY_BUDGET_BYTES); retry shortly"
+            )
+        ticket.reserved += cost
+        self.reserved += cost
+
+
+def check_budget(budget_bytes: int, max_body_bytes: int) -> None:
+    """Raise :class:`ConfigError` when a budget could not take one largest body alone."""
+    need = math.ceil(max_body_bytes * COST_PER_BODY_BYTE)
+    if budget_bytes and budget_bytes < need:
+        raise ConfigError(
+            f"memory budget {budget_bytes} bytes (DSC_MEMORY_BUDGET_BYTES) cannot take one "
+            f"body of the largest allowed size, {max_body_bytes} bytes (DSC_MAX_BODY_BYTES), "
+            f"which needs about {need} bytes: raise the budget or lower the body limit"
+        )

@@ -1,0 +1,94 @@
+"""How long a client may take: to send its headers, its body, and between requests.
+
+uvicorn bounds only the idle time between two requests on a kept-alive connection
+(``timeout_keep_alive``). A connection that opens and then sends nothing, or sends its
+headers one byte a minute, is held forever: a thousand of them exhaust the file
+descriptors and the load balancer's health checks start failing. So:
+
+- **headers** must be complete within ``header_seconds`` of the connection opening, or of
+  the first byte of the next request on a kept-alive connection; otherwise the connection
+  is closed (:class:`HeaderDeadlineProtocol` extends uvicorn's HTTP protocol);
+- **the body** must be complete within ``body_seconds`` of the headers; otherwise the
+  request is answered 408 (:class:`~dscloud.server.app.ModelServer` reads it);
+- **between requests** a connection may idle for :data:`KEEP_ALIVE_SECONDS`, *longer* than
+  the ALB's 60 s idle timeout. AWS's guidance for targets: the load balancer must be the
+  one to close an idle connection; a target that closes first races the balancer, which
+  may send a request on a connection the target has just closed, and the client gets a
+  502. (A header deadline, in contrast, only ever closes a connection that has started
+  a request and stalled.)
+
+The scoring concurrency cap and the memory budget are in :mod:`dscloud.server.admission`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["KEEP_ALIVE_SECONDS", "PROTOCOL", "HeaderDeadlineProtocol", "deadline_protocol"]
+
+#: Longer than an ALB's 60 s idle timeout, so the balancer never reuses a closed connection.
+KEEP_ALIVE_SECONDS = 75
+
+
+def _base() -> type[Any]:
+    """uvicorn's fastest HTTP/1.1 protocol here: httptools when installed, else h11."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is optional in uvicorn
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+    return HttpToolsProtocol
+
+
+class HeaderDeadlineProtocol(_base()):  # type: ignore[misc]
+    """uvicorn's protocol, closing a connection whose request headers are late.
+
+    ``header_seconds`` is set once per process by :func:`deadline_protocol` (0 disables).
+    """
+
+    header_seconds: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and self._header_timer is None:
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is not before:  # the headers are complete: a new request began
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self.header_seconds > 0:
+            self._header_timer = self.loop.call_later(self.header_seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+
+#: Import string of the protocol, for uvicorn's worker processes.
+PROTOCOL = f"{__name__}:HeaderDeadlineProtocol"
+
+
+def deadline_protocol(header_seconds: float) -> type[asyncio.Protocol]:
+    """The protocol class for ``uvicorn.run(http=...)``, with this process's header deadline."""
+    HeaderDeadlineProtocol.header_seconds = header_seconds
+    return HeaderDeadlineProtocol
