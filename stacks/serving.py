@@ -30,10 +30,26 @@ from stacks.endpoint import SignedEndpoint
 from stacks.network import Network
 from stacks.retention import log_group
 
-__all__ = ["CONTAINER_PORT", "READINESS_PATH", "Serving", "ServingStack"]
+__all__ = [
+    "CONTAINER_PORT",
+    "READINESS_PATH",
+    "RESERVED_MIB",
+    "Serving",
+    "ServingStack",
+    "memory_budget_bytes",
+]
 
 CONTAINER_PORT = 8080
 READINESS_PATH = "/v2/health/ready"
+#: Task memory kept outside request bodies: Python, ONNX Runtime, the models, allocator slack.
+RESERVED_MIB = 300
+
+
+def memory_budget_bytes(task_memory_mib: int) -> int:
+    """The serving process's request-memory budget (``DSC_MEMORY_BUDGET_BYTES``) in a task
+    of ``task_memory_mib``: what is left after :data:`RESERVED_MIB`. The task runs one
+    server process, so the whole budget is its; over it, requests get 503, not an OOM kill."""
+    return max(0, task_memory_mib - RESERVED_MIB) * 1024 * 1024
 
 
 class Serving(Construct):
@@ -133,6 +149,7 @@ class Serving(Construct):
                     "DSC_ARCHIVE": archive_uri,
                     "DSC_MODELS": " ".join(str(model) for model in config.models),
                     "DSC_REFRESH_SECONDS": str(config.refresh_seconds),
+                    "DSC_MEMORY_BUDGET_BYTES": str(memory_budget_bytes(settings.memory_mib)),
                 },
             ),
         )
@@ -140,7 +157,7 @@ class Serving(Construct):
             self.service.task_definition,
             "AwsSolutions-ECS2",
             "The environment variables are plain settings (archive URI, model references, refresh "
-            "interval), not secrets; the task reads models with its IAM role.",
+            "interval, memory budget), not secrets; the task reads models with its IAM role.",
         )
         self.service.target_group.configure_health_check(
             path=READINESS_PATH,

@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match, Template
 
-from stacks.serving import CONTAINER_PORT, READINESS_PATH
+from stacks.serving import CONTAINER_PORT, READINESS_PATH, RESERVED_MIB, memory_budget_bytes
 
 TemplateOf = Callable[[str], Template]
 
@@ -156,3 +156,25 @@ def test_deployments_roll_back_on_failure(template_of: TemplateOf) -> None:
             )
         },
     )
+
+
+def test_the_task_memory_budget_is_one_the_server_reads_and_accepts(
+    platform: Any, dev_env: str
+) -> None:
+    # stacks -> runtime: the variable the task definition sets is a setting the server
+    # reads, and it can take one largest body (else `dsc serve` would refuse to start)
+    from dscloud.server.run import check
+    from dscloud.settings import Settings
+
+    env = platform.environments[dev_env].config
+    template = platform.template_json(dev_env, "Serving")
+    (task,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    variables = {
+        v["Name"]: v["Value"]
+        for v in task["Properties"]["ContainerDefinitions"][0]["Environment"]
+        if isinstance(v["Value"], str)
+    }
+    assert variables["DSC_MEMORY_BUDGET_BYTES"] == str(memory_budget_bytes(env.serving.memory_mib))
+    settings = Settings.from_env({**variables, "DSC_ARCHIVE": "s3://bucket"})
+    assert settings.memory_budget_bytes == (env.serving.memory_mib - RESERVED_MIB) * 1024 * 1024
+    check(settings)  # raises ConfigError when the budget cannot take one largest body

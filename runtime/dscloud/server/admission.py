@@ -5,8 +5,9 @@ Two limits, each answered with 503 and ``Retry-After`` rather than queueing or g
 - **concurrency**: at most ``max_concurrent`` scoring requests (``/invocations``, ``infer``)
   in flight per process. Health checks, metadata and metrics are never counted, so a
   flood of scoring requests cannot make the load balancer think the task is dead.
-- **memory**: a request costs about ``cost_per_body_byte`` bytes of memory per byte of
-  body while it is decoded and scored (measured in ``bench/memory.md``). Its cost is
+- **memory**: a request costs about :data:`CSV_COST` (CSV) or :data:`JSON_COST` (any JSON
+  form) bytes of memory per byte of body while it is decoded and scored (the largest
+  figures measured in ``bench/memory.md``, rounded up). Its cost is
   reserved before the body is read (from ``Content-Length``, or chunk by chunk when the
   body is chunked) and released when the answer is sent; a request whose cost would take
   the total past ``budget_bytes`` is refused. The budget comes from the task's memory
@@ -28,18 +29,21 @@ from contextlib import contextmanager
 
 from dscloud.errors import ConfigError, OverloadedError
 
-__all__ = ["COST_PER_BODY_BYTE", "Admission", "Ticket", "check_budget"]
+__all__ = ["CSV_COST", "JSON_COST", "MAX_COST", "Admission", "Ticket", "check_budget"]
 
-#: Peak memory per byte of body while a request is decoded and scored, the largest over
-#: CSV and every JSON form (bench/memory.md), rounded up.
-COST_PER_BODY_BYTE = 12.0
+#: Peak server memory per byte of body while a request is decoded and scored
+#: (bench/memory.md: the largest ratio measured for the media type, rounded up).
+CSV_COST = 36.0
+JSON_COST = 20.0
+MAX_COST = max(CSV_COST, JSON_COST)
 
 
 class Ticket:
     """One admitted request's reservation; grows as its body arrives."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, cost_per_body_byte: float) -> None:
         self._admission = admission
+        self.cost_per_body_byte = cost_per_body_byte
         self.reserved = 0
 
     def reserve(self, body_bytes: int) -> None:
@@ -48,29 +52,23 @@ class Ticket:
         Raises :class:`OverloadedError` when that would pass the budget while other
         requests are in flight.
         """
-        cost = math.ceil(body_bytes * self._admission.cost_per_body_byte)
+        cost = math.ceil(body_bytes * self.cost_per_body_byte)
         self._admission._take(self, cost)
 
 
 class Admission:
     """The limits of one server process (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        max_concurrent: int,
-        budget_bytes: int,
-        cost_per_body_byte: float = COST_PER_BODY_BYTE,
-    ) -> None:
+    def __init__(self, *, max_concurrent: int, budget_bytes: int) -> None:
         self.max_concurrent = max_concurrent
         self.budget_bytes = budget_bytes
-        self.cost_per_body_byte = cost_per_body_byte
         self.in_flight = 0
         self.reserved = 0
 
     @contextmanager
-    def request(self) -> Iterator[Ticket]:
-        """Admit one scoring request for the ``with`` block; yields its :class:`Ticket`.
+    def request(self, cost_per_body_byte: float = MAX_COST) -> Iterator[Ticket]:
+        """Admit one scoring request for the ``with`` block; yields its :class:`Ticket`,
+        whose body will cost ``cost_per_body_byte`` bytes of memory per byte.
 
         Raises :class:`OverloadedError` when ``max_concurrent`` requests are in flight.
         """
@@ -79,7 +77,7 @@ class Admission:
                 f"{self.in_flight} scoring requests in flight, the most this process takes "
                 "at once (DSC_MAX_CONCURRENT); retry shortly"
             )
-        ticket = Ticket(self)
+        ticket = Ticket(self, cost_per_body_byte)
         self.in_flight += 1
         try:
             yield ticket
@@ -100,7 +98,7 @@ class Admission:
 
 def check_budget(budget_bytes: int, max_body_bytes: int) -> None:
     """Raise :class:`ConfigError` when a budget could not take one largest body alone."""
-    need = math.ceil(max_body_bytes * COST_PER_BODY_BYTE)
+    need = math.ceil(max_body_bytes * MAX_COST)
     if budget_bytes and budget_bytes < need:
         raise ConfigError(
             f"memory budget {budget_bytes} bytes (DSC_MEMORY_BUDGET_BYTES) cannot take one "

@@ -44,7 +44,7 @@ from dscloud.errors import (
 from dscloud.live import LiveModel, ModelSet
 from dscloud.scorer import Scorer
 from dscloud.server import invocations, oip
-from dscloud.server.admission import Admission, Ticket
+from dscloud.server.admission import CSV_COST, JSON_COST, Admission, Ticket
 from dscloud.server.deadlines import deadline_protocol
 from dscloud.server.logs import configure_logging
 from dscloud.server.metrics import Metrics
@@ -272,7 +272,7 @@ class ModelServer:
     async def infer(self, request: Request, exchange: Exchange) -> Response:
         params = request.path_params
         scorer = exchange.scorer = self.live(params["name"], params.get("version"))[1]
-        with self.admission.request() as ticket:
+        with self.admission.request(JSON_COST) as ticket:
             body = await self.body(request, ticket)
 
             def work() -> bytes:
@@ -288,7 +288,8 @@ class ModelServer:
     async def invoke(self, request: Request, exchange: Exchange) -> Response:
         scorer = exchange.scorer = self._invocation_model(request).scorer
         content_type = request.headers.get("content-type", "")
-        with self.admission.request() as ticket:
+        cost = CSV_COST if invocations.is_csv(content_type) else JSON_COST
+        with self.admission.request(cost) as ticket:
             body = await self.body(request, ticket)
 
             def work() -> bytes:

@@ -19,11 +19,16 @@ from dscloud.schema import Column, Schema
 from dscloud.scorer import Predictions, Scorer
 from dscloud.server.protocols import OUTPUT_KINDS, Batch, check_known, expected, loads
 
-__all__ = ["INVOCATION_FORMATS", "decode_invocations", "encode_invocations"]
+__all__ = ["INVOCATION_FORMATS", "decode_invocations", "encode_invocations", "is_csv"]
 
 INVOCATION_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _JSON_TYPES = ("application/json", "")
 _CSV_TYPES = ("text/csv", "application/csv")
+
+
+def is_csv(content_type: str) -> bool:
+    """Whether a body of ``content_type`` is decoded as CSV."""
+    return content_type.partition(";")[0].strip().lower() in _CSV_TYPES
 
 
 def decode_invocations(body: bytes, content_type: str, schema: Schema) -> Batch:
@@ -33,7 +38,7 @@ def decode_invocations(body: bytes, content_type: str, schema: Schema) -> Batch:
     or :class:`SchemaError` for a body that does not fit.
     """
     media = content_type.partition(";")[0].strip().lower()
-    if media in _CSV_TYPES:
+    if is_csv(media):
         return _from_csv(body, schema)
     if media in _JSON_TYPES or media.endswith("+json"):
         return _from_json(loads(body), schema)

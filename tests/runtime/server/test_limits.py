@@ -18,7 +18,7 @@ import dscloud
 from dscloud.archive import Archive
 from dscloud.envelope import Artifact
 from dscloud.errors import ConfigError
-from dscloud.server.admission import COST_PER_BODY_BYTE, check_budget
+from dscloud.server.admission import JSON_COST, MAX_COST, check_budget
 from tests.runtime.server.conftest import Server, publish_all
 
 DEEP = 1000
@@ -110,7 +110,8 @@ def strict_server(
         DSC_BODY_SECONDS="2",
         DSC_MAX_CONCURRENT="2",
         DSC_MAX_BODY_BYTES="100000",
-        DSC_MEMORY_BUDGET_BYTES=str(int(150_000 * COST_PER_BODY_BYTE)),
+        # one JSON body of 100,000 bytes and one of 90,000 fit; not two of 100,000 / 95,000
+        DSC_MEMORY_BUDGET_BYTES=str(int(190_000 * JSON_COST)),
     )
     yield srv
     srv.stop()
@@ -212,13 +213,13 @@ def test_over_the_concurrency_cap_is_a_503_with_retry_after(
 def test_over_the_memory_budget_is_a_503_with_retry_after(
     strict_server: Server, churn_rows: list[dict[str, Any]]
 ) -> None:
-    # given a request of 100,000 bytes in flight: 2/3 of the budget
+    # given a JSON request of 100,000 bytes in flight: more than half the budget
     held = start_post(strict_server, 100_000)
     try:
         time.sleep(0.3)
-        # when one of 60,000 bytes comes, then it does not fit
-        second = start_post(strict_server, 60_000)
-        second.sendall(b" " * 60_000)
+        # when one of 95,000 bytes comes, then it does not fit
+        second = start_post(strict_server, 95_000)
+        second.sendall(b" " * 95_000)
         status, head = answer(second)
         second.close()
         assert status == 503
@@ -233,6 +234,6 @@ def test_over_the_memory_budget_is_a_503_with_retry_after(
 
 def test_a_budget_that_cannot_take_one_largest_body_is_refused_at_start() -> None:
     check_budget(0, 10**9)  # no budget: nothing to check
-    check_budget(int(1000 * COST_PER_BODY_BYTE), 1000)
+    check_budget(int(1000 * MAX_COST), 1000)
     with pytest.raises(ConfigError, match="DSC_MEMORY_BUDGET_BYTES"):
-        check_budget(int(1000 * COST_PER_BODY_BYTE) - 1, 1000)
+        check_budget(int(1000 * MAX_COST) - 1, 1000)
