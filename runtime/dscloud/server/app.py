@@ -303,7 +303,14 @@ class ModelServer:
         return Response(answer, media_type=JSON, headers=_model_headers(scorer))
 
     def _invocation_model(self, request: Request) -> LiveModel:
-        name = request.query_params.get("model") or request.headers.get(MODEL_HEADER)
+        query, header = request.query_params.get("model"), request.headers.get(MODEL_HEADER)
+        if query and header and query != header:
+            raise SchemaError(
+                f"?model={query} and the {MODEL_HEADER} header ({header!r}) name different "
+                "models; send one of them",
+                field=MODEL_HEADER,
+            )
+        name = query or header
         if name:
             return self.models.get(name)
         if len(self.models.models) == 1:

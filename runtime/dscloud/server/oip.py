@@ -132,9 +132,14 @@ def _shape(tensor: dict[str, Any], field: str) -> list[int]:
 def _datatype(tensor: dict[str, Any], column: Column) -> None:
     datatype = tensor.get("datatype")
     expected = _COLUMN_DATATYPE[column.dtype]
-    if datatype not in OIP_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in OIP_DATATYPES:
+        shown = (
+            repr(datatype[:40])
+            if isinstance(datatype, str)
+            else f"of type {type(datatype).__name__}"
+        )
         raise SchemaError(
-            f"input {column.name!r}: datatype {datatype!r} is not an OIP v2 datatype; "
+            f"input {column.name!r}: datatype {shown} is not an OIP v2 datatype; "
             f"expected {expected} ({column.describe()})",
             field=column.name,
         )
