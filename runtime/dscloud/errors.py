@@ -43,6 +43,7 @@ __all__ = [
     "SchemaError",
     "UnsupportedMediaError",
     "VersionExistsError",
+    "aws_error_code",
 ]
 
 
@@ -153,3 +154,14 @@ class UnsupportedMediaError(PayloadError):
 
 class NotReadyError(DscError):
     status = 503
+
+
+def aws_error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for anything else).
+
+    Duck-typed on ``exc.response`` so that the core need not import botocore to read it.
+    """
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dscloud.errors import PayloadError
+from dscloud.json_input import parse_json
 
 __all__ = ["MAX_ENTITY_ID", "StreamEvent", "normalize_event_time", "parse_payload"]
 
@@ -102,8 +103,8 @@ def parse_payload(data: bytes) -> StreamEvent:
 
 def _parse(data: bytes) -> StreamEvent:
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = parse_json(data)
+    except ValueError as exc:  # not UTF-8, not JSON, or NaN/Infinity (dscloud.json_input)
         raise PayloadError(f"record is not UTF-8 JSON ({exc})") from None
     except RecursionError:
         raise PayloadError("record is JSON nested too deeply") from None
