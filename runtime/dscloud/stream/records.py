@@ -104,7 +104,7 @@ def parse_payload(data: bytes) -> StreamEvent:
 def _parse(data: bytes) -> StreamEvent:
     try:
         doc = parse_json(data)
-    except ValueError as exc:  # not UTF-8, not JSON, or NaN/Infinity (dscloud.json_input)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"record is not UTF-8 JSON ({exc})") from None
     except RecursionError:
         raise PayloadError("record is JSON nested too deeply") from None
