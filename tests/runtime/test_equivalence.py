@@ -213,6 +213,15 @@ def rejected(reason: str) -> Outcome:
     return ("rejected", reason)
 
 
+def published(probe: Artifact) -> dict[str, Any]:
+    """How every runtime must name the model: probe, version 1, the sha256 of its bytes."""
+    return {"name": "probe", "version": 1, "sha256": sha256_hex(probe.model)}
+
+
+def archive_probe(archive: Archive) -> Artifact:
+    return archive.load("probe@production")
+
+
 # -- the expectation: the core scoring the JSON rows -----------------------------------------
 
 
@@ -402,11 +411,15 @@ def via_csv(client: httpx.Client, c: Case) -> Outcome:
 OIP_TYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "string": "BYTES"}
 
 
-def via_oip(client: httpx.Client, c: Case) -> Outcome:
-    inputs = [
+def oip_inputs(c: Case) -> list[dict[str, Any]]:
+    return [
         {"name": col.name, "shape": [1, 1], "datatype": OIP_TYPES[col.dtype], "data": [v]}
         for col, v in zip(COLUMNS, c.values(), strict=True)
     ]
+
+
+def via_oip(client: httpx.Client, c: Case) -> Outcome:
+    inputs = oip_inputs(c)
 
     def answer(body: Any) -> Outcome:
         tensors = {t["name"]: t["data"] for t in body["outputs"]}
@@ -434,7 +447,7 @@ def test_http_agrees_with_the_core_row_by_row(
 
 
 def test_http_scores_many_rows_as_the_core_does(
-    http: httpx.Client, expected: dict[str, Outcome]
+    http: httpx.Client, expected: dict[str, Outcome], probe: Artifact
 ) -> None:
     # given every valid case in one request of each form
     valid = [c for c in CASES if expected[c.name][0] == "scored"]
@@ -456,6 +469,15 @@ def test_http_scores_many_rows_as_the_core_does(
     assert outcomes(records) == want
     assert outcomes(split) == want
     assert outcomes(text) == [expected[c.name] for c in texts]
+    # and every answer names the model by the core's one identity
+    oip = post_json(http, "/v2/models/probe/infer", {"inputs": oip_inputs(valid[0])}).json()
+    identity = published(probe)
+    assert records.json()["model"] == text.json()["model"] == identity
+    assert (oip["model_name"], oip["model_version"], oip["parameters"]["sha256"]) == (
+        identity["name"],
+        str(identity["version"]),
+        identity["sha256"],
+    )
 
 
 def test_the_core_scores_rows_and_columns_alike(
@@ -521,6 +543,15 @@ def test_the_stream_handler_agrees_with_the_core(
         items = table_items(aws)
         rejects = drain_queue(aws.sqs, aws.rejects_url)
     assert response == {"batchItemFailures": []}
+    identity = published(archive_probe(archive))
+    for item in items.values():
+        model = (
+            item["model_name"]["S"],
+            int(item["model_version"]["N"]),
+            item["model_sha256"]["S"],
+        )
+        assert model == tuple(identity.values())
+    assert all(r["model"] == identity for r in rejects)
     got = {
         entity[e].name: scored(int(i["label"]["N"]), float(i["value"]["N"]))
         for e, i in items.items()
@@ -585,6 +616,9 @@ def test_dsc_score_agrees_with_the_core(
 
     assert code == 0
     assert batch_outcomes(tmp_path / "out", cases) == {c.name: expected[c.name] for c in cases}
+    models = read_output(tmp_path / "out")[["model_name", "model_version", "model_sha256"]]
+    identity = published(archive_probe(archive))
+    assert {tuple(m) for m in models.itertuples(index=False)} == {tuple(identity.values())}
 
 
 def test_every_case_is_carried_by_several_runtimes() -> None:
