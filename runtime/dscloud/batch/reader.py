@@ -253,10 +253,10 @@ def _narrowed(values: Array, dtype: str) -> Array:
     """
     with np.errstate(over="ignore"):
         narrowed: Array = values.astype(DTYPES[dtype], copy=False)
-    widened = narrowed.dtype.itemsize >= values.dtype.itemsize
-    if widened or np.count_nonzero(np.isinf(narrowed)) == np.count_nonzero(np.isinf(values)):
-        return narrowed
-    return values
+    if narrowed.dtype.itemsize >= values.dtype.itemsize or not np.isinf(narrowed).any():
+        return narrowed  # one pass over the narrow array: the usual case
+    made_infinite = np.count_nonzero(np.isinf(narrowed)) != np.count_nonzero(np.isinf(values))
+    return values if made_infinite else narrowed
 
 
 def _parse_numbers(array: pa.Array, col: Column) -> Array | list[Any]:
