@@ -43,12 +43,15 @@ def loads(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         error = exc
-    # orjson also refuses valid JSON it cannot hold (a lone surrogate escape): the core's
+    # orjson also refuses valid JSON it cannot hold, a lone surrogate escape: the core's
     # JSON rule reads it, so that the core names the bad value as for a stream record.
-    try:
-        return parse_json(body)
-    except (ValueError, RecursionError):
-        raise PayloadError(f"malformed JSON: {error}") from None
+    # Only then: a malformed body is not parsed twice.
+    if "surrogate" in str(error):
+        try:
+            return parse_json(body)
+        except (ValueError, RecursionError):
+            pass
+    raise PayloadError(f"malformed JSON: {error}") from None
 
 
 def check_known(schema: Schema, names: Sequence[str]) -> None:
