@@ -93,6 +93,7 @@ class Envelope:
 
     @property
     def identity(self) -> ModelIdentity:
+        """The one record every runtime names this model version by."""
         return ModelIdentity(name=self.name, version=self.version, sha256=self.sha256)
 
     @property
