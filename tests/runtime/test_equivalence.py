@@ -2,7 +2,8 @@
 the same reasons.
 
 Runtimes: the core :class:`Scorer` (rows and columns), ``POST /invocations`` over a real
-socket (JSON ``dataframe_records`` and ``dataframe_split``, and ``text/csv``), OIP v2
+socket (JSON ``dataframe_records``, ``dataframe_split``, ``instances`` and ``inputs``, and
+``text/csv``), OIP v2
 ``/infer``, the stream handler (moto DynamoDB and SQS, one Kinesis batch) and ``dsc score``
 (Parquet with typed columns, Parquet with text columns, CSV).
 
@@ -401,6 +402,17 @@ def via_split(client: httpx.Client, c: Case) -> Outcome:
     return server_outcome(post_json(client, "/invocations", doc), invocation)
 
 
+def via_instances(client: httpx.Client, c: Case) -> Outcome:
+    # TF-serving rows: values in the schema's column order
+    doc = {"instances": [c.values()]}
+    return server_outcome(post_json(client, "/invocations", doc), invocation)
+
+
+def via_inputs(client: httpx.Client, c: Case) -> Outcome:
+    doc = {"inputs": {n: [v] for n, v in zip(NAMES, c.values(), strict=True)}}
+    return server_outcome(post_json(client, "/invocations", doc), invocation)
+
+
 def via_csv(client: httpx.Client, c: Case) -> Outcome:
     response = client.post(
         "/invocations", content=csv_body([c]), headers={"content-type": "text/csv"}
@@ -431,6 +443,8 @@ def via_oip(client: httpx.Client, c: Case) -> Outcome:
 HTTP_RUNTIMES: dict[str, tuple[Callable[[httpx.Client, Case], Outcome], Callable[[Case], bool]]] = {
     "invocations dataframe_records": (via_records, lambda c: True),
     "invocations dataframe_split": (via_split, lambda c: not has_missing(c)),
+    "invocations instances": (via_instances, lambda c: not has_missing(c)),
+    "invocations inputs": (via_inputs, lambda c: not has_missing(c)),
     "invocations text/csv": (via_csv, lambda c: c.text is not None),
     "OIP v2 infer": (via_oip, lambda c: not has_missing(c)),
 }
