@@ -3,9 +3,9 @@ the same reasons.
 
 Runtimes: the core :class:`Scorer` (rows and columns), ``POST /invocations`` over a real
 socket (JSON ``dataframe_records``, ``dataframe_split``, ``instances`` and ``inputs``, and
-``text/csv``), OIP v2
-``/infer``, the stream handler (moto DynamoDB and SQS, one Kinesis batch) and ``dsc score``
-(Parquet with typed columns, Parquet with text columns, CSV).
+``text/csv``), OIP v2 ``/infer``, the stream handler (moto DynamoDB and SQS, one Kinesis
+batch) and ``dsc score`` (Parquet with typed columns, Parquet with text columns, CSV).
+Every runtime must also name the model by the same identity.
 
 The model is a hand-built ONNX graph, ``probe``, whose outputs show every input exactly:
 ``label`` is the int64 column itself (so a big integer that lost a bit shows), ``value``
