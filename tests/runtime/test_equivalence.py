@@ -192,6 +192,7 @@ CASES: list[Case] = [
     variant("missing column", {"n": MISSING}),
     variant("unknown category", {"plan": "gold"}, {"plan": "gold"}),
     variant("null category", {"plan": None}, {"plan": ""}),
+    variant("quoted empty category", {"plan": None}, {"plan": '""'}),
     variant("NA is not a category", {"plan": "NA"}, {"plan": "NA"}),
     variant("float32 overflow", {"x32": 1e39}, {"x32": "1e+39"}),
     variant("not an integer", {"n": 2.5}, {"n": "2.5"}),
