@@ -61,37 +61,50 @@ def parse_cell(column: Column, text: str | None) -> Any:
     Never raises: a cell that is not a value of the column comes back as its text, for the
     core to refuse with its reason.
     """
-    if is_null(column, text):
+    if text is None:
         return None
-    assert text is not None
     if not column.numeric:
-        return text
-    if column.dtype == "int64":
-        return _integer(text)
-    return _float(text)
+        return None if text == "" else text
+    return _integer(text) if column.dtype == "int64" else _float(text)
 
 
 def parse_cells(column: Column, texts: Iterable[str | None]) -> list[Any]:
     """:func:`parse_cell` over a column of cells; returns a list of values."""
-    return [parse_cell(column, t) for t in texts]
+    if not column.numeric:
+        return [None if t is None or t == "" else t for t in texts]
+    parse = _integer if column.dtype == "int64" else _float
+    return [None if t is None else parse(t) for t in texts]
+
+
+# Both parsers try Python's own parser first (the common case: a plain number) and only
+# then look closer, so that the rule costs little more than ``float()`` per cell.
 
 
 def _float(text: str) -> Any:
-    if not text.isascii() or "_" in text:
-        return text  # Python's float() takes these; no CSV writer means them as numbers
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        return text
+        return None if text.strip().lower() in NULL_TOKENS else text
+    if not text.isascii() or "_" in text:
+        return text  # float() takes these; no CSV writer means them as numbers
+    if value != value and text.strip().lower() in NULL_TOKENS:
+        return None  # "nan", "NaN": a null spelling (any other NaN is a null to the core)
+    return value
 
 
 def _integer(text: str) -> Any:
+    try:
+        value = int(text)
+    except ValueError:
+        return _integer_in_other_spelling(text)
+    return value if text.isascii() and "_" not in text else text
+
+
+def _integer_in_other_spelling(text: str) -> Any:
+    if text.strip().lower() in NULL_TOKENS:
+        return None
     if not text.isascii() or "_" in text:
         return text
-    try:
-        return int(text)
-    except ValueError:
-        pass
     try:
         number = Decimal(text.strip())
     except InvalidOperation:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from dscloud.batch.reader import columns_for_scoring
-from dscloud.cells import NULL_TOKENS, is_null, parse_cell
+from dscloud.cells import NULL_TOKENS, is_null, parse_cell, parse_cells
 from dscloud.columns import Column
 from dscloud.schema import Output, Schema
 
@@ -126,3 +126,12 @@ def _scored(column: Column, texts: list[str], *, bulk: bool = True) -> tuple[Any
     encoded = schema.encode_columns(values, len(texts))
     feed = encoded.feeds[column.name].ravel().tolist()
     return [repr(v) for v in feed], encoded.rejects
+
+
+@pytest.mark.parametrize("column", [F64, INT, TEXT])
+def test_a_cell_is_null_exactly_when_it_parses_to_none(column: Column) -> None:
+    cells = [*NULL_TOKENS, " NA ", "nan", "-nan", "0", "abc", "1_0", "", None]
+    assert [is_null(column, c) for c in cells] == [parse_cell(column, c) is None for c in cells]
+    assert list(map(repr, parse_cells(column, cells))) == [
+        repr(parse_cell(column, c)) for c in cells
+    ]
