@@ -35,6 +35,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -93,13 +94,33 @@ class NumericBins:
         return [f"< {e[0]}", *inner, f"> {e[-1]}"]
 
     def index(self, values: Array) -> Array:
-        """Bin index of each non-missing value (float64 array, no NaN)."""
+        """Bin index of each present value (no NaN): the definition :meth:`count` follows."""
         edges = np.asarray(self.edges, dtype=np.float64)
         inner = self.n_bins - 2
         idx = np.searchsorted(edges, values, side="right")
         idx[values == edges[-1]] = inner  # the last interior bin includes the maximum
         idx[values > edges[-1]] = inner + 1
         return idx
+
+    @cached_property
+    def _edges(self) -> Array:
+        return np.asarray(self.edges, dtype=np.float32 if self.dtype == "float32" else np.float64)
+
+    def count(self, values: Array) -> tuple[Array, int]:
+        """Count ``values`` (from :func:`numeric_values`; NaN is missing) into the bins.
+
+        Returns ``(counts per bin, missing)``. One comparison pass per edge, no per-value
+        index: with a dozen edges this is several times faster than a binary search per
+        value, and it is what every runtime pays per row.
+        """
+        n_missing = int(np.count_nonzero(np.isnan(values)))
+        edges = self._edges
+        below = [int(np.count_nonzero(values < e)) for e in edges]
+        upto_last = int(np.count_nonzero(values <= edges[-1]))
+        inner = [b - a for a, b in itertools.pairwise(below)][:-1] if len(edges) > 1 else []
+        inner.append(upto_last - below[-2 if len(edges) > 1 else 0])
+        above = len(values) - n_missing - upto_last
+        return np.array([below[0], *inner, above], dtype=np.int64), n_missing
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -287,8 +308,10 @@ def _numeric_bins(values: Array, bins: int, dtype: str) -> NumericBins:
         edges = np.zeros(1)
     else:
         edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="linear"))
+    # Edges in the column's own precision, so that comparing float32 values is exact.
+    edges = np.unique(edges.astype(values.dtype))
     shaped = NumericBins(edges=tuple(float(e) for e in edges), shares=(), missing=missing)
-    counts = np.bincount(shaped.index(present), minlength=shaped.n_bins)
+    counts, _ = shaped.count(present)
     return NumericBins(
         edges=shaped.edges,
         shares=_shares(counts),
@@ -321,13 +344,14 @@ def _shares(counts: Array) -> tuple[float, ...]:
 
 
 def numeric_values(col: Column, values: Sequence[Any] | Array) -> Array:
-    """``values`` as float64 with NaN for missing, rounded through float32 for a float32
-    column (what the model sees). Raises :class:`SchemaError` for a value that is no number.
+    """``values`` as the model sees them: float32 for a float32 column, else float64; NaN
+    for missing. Raises :class:`SchemaError` for a value that is no number.
     """
     items: Sequence[Any]
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        out = values.astype(np.float64)
-    elif _NUMBERS.issuperset(map(type, items := _items(values))):
+        with np.errstate(over="ignore"):
+            return values.astype(np.float32 if col.dtype == "float32" else np.float64, copy=False)
+    if _NUMBERS.issuperset(map(type, items := _items(values))):
         out = np.asarray(items, dtype=np.float64)  # None becomes NaN
     else:
         out = np.empty(len(items), dtype=np.float64)
@@ -344,7 +368,7 @@ def numeric_values(col: Column, values: Sequence[Any] | Array) -> Array:
                 out[i] = v
     if col.dtype == "float32":
         with np.errstate(over="ignore"):
-            out = out.astype(np.float32).astype(np.float64)
+            out = out.astype(np.float32)
     return out
 
 

@@ -184,3 +184,16 @@ def test_envelopes_with_and_without_a_baseline_load_and_score(
         dscloud.Scorer(archive.load(f"churn@{version}"))
     assert Baseline.of(archive.envelope("churn@1").data) is None
     assert Baseline.of(archive.envelope("churn@2").data) == churn_baseline
+
+
+def test_counting_agrees_with_the_bin_of_each_value() -> None:
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(0, 1, 5000), [np.nan] * 7, [np.inf, -np.inf, 0.5]])
+    for edges in [(0.5,), (-1.0, 0.0, 0.5, 2.0), tuple(np.quantile(values[:5000], [0, 0.5, 1]))]:
+        bins = NumericBins(edges=edges, shares=(), missing=0.0)
+        counts, missing = bins.count(values)
+        present = values[~np.isnan(values)]
+        np.testing.assert_array_equal(
+            counts, np.bincount(bins.index(present), minlength=bins.n_bins)
+        )
+        assert missing == 7

@@ -13,7 +13,7 @@ import pytest
 
 from dscloud import example
 from dscloud.baseline import Baseline, NumericBins
-from dscloud.drift import PSI_EPSILON, DriftCounts, RollingCounts, psi, reading
+from dscloud.drift import PSI_EPSILON, DriftCounts, RollingCounts, Tally, psi, reading
 from dscloud.errors import DataError, SchemaError
 from dscloud.scorer import Scorer
 from tests.runtime.conftest import columns_of, shifted
@@ -239,3 +239,49 @@ def test_numeric_predictions_are_counted_into_the_prediction_bins(
         bins.index(preds.probabilities[:, 1].astype(np.float64)), minlength=bins.n_bins
     )
     np.testing.assert_array_equal(counts.prediction[:-1], expected)
+
+
+def test_one_row_at_a_time_in_a_window_counts_as_one_pass(
+    churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
+) -> None:
+    # given a server's traffic: 300 single-row requests (JSON values) over 3 time slices
+    frame = shifted(fresh_sample).iloc[:300].reset_index(drop=True)
+    records = json.loads(frame[example.FEATURES].to_json(orient="records"))
+    now = [0.0]
+    window = RollingCounts(
+        churn_baseline, window=600.0, slices=6, flush_rows=7, clock=lambda: now[0]
+    )
+    for i, record in enumerate(records):
+        now[0] = float(i)  # slices of 100 s: rows 0-99, 100-199, 200-299
+        window.add_scored({k: [v] for k, v in record.items()}, churn_scorer.score_records([record]))
+    # then the window holds exactly what one pass over the same rows counts
+    assert window.total().to_dict() == counted(churn_baseline, churn_scorer, frame).to_dict()
+
+
+def test_a_tally_counts_like_the_values_it_summarises(
+    churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
+) -> None:
+    frame = fresh_sample.copy()
+    frame.loc[:9, "region"] = None  # rejected: region is not nullable
+    frame.loc[10:19, "region"] = "midwest"
+    columns = columns_of(frame)
+    preds = churn_scorer.score_columns(columns, len(frame))
+    assert len(preds.rejects) == 10
+    # a tally holds the accepted rows only, as the batch adapter counts them with Arrow
+    tallied = {**columns, **{k: Tally.of(columns[k][preds.rows]) for k in example.CATEGORICAL}}
+    by_tally = DriftCounts(churn_baseline)
+    by_tally.add_scored(tallied, preds)
+    by_value = DriftCounts(churn_baseline)
+    by_value.add_scored(columns, preds)
+    assert by_tally.to_dict() == by_value.to_dict()
+    assert by_tally.unseen["region"] == 10
+    with pytest.raises(SchemaError, match="'age' is numeric; a tally counts categories"):
+        DriftCounts(churn_baseline).add({**tallied, "age": Tally({"1": 1})})
+
+
+def test_dictionary_codes_tally_like_the_values() -> None:
+    categories = ["north", "south", "east"]
+    codes = np.array([0, 2, 2, -1, 1, 0, 0])
+    values = [categories[c] if c >= 0 else None for c in codes]
+    assert Tally.from_codes(codes, categories) == Tally.of(values)
+    assert Tally.from_codes(codes, categories) == Tally({"north": 3, "south": 1, "east": 2}, 1)
