@@ -406,7 +406,9 @@ def _add_categorical(
     return unseen
 
 
-def _pick(columns: Mapping[str, Column_], names: Iterable[str], rows: Array) -> dict[str, Column_]:
+def _pick(
+    columns: Mapping[str, Column_], names: Iterable[str], rows: Array
+) -> Mapping[str, Column_]:
     """The ``rows`` of each named column (absent columns stay absent)."""
     for name in names:
         values = columns.get(name)
