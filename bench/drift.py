@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "runtime"))
 import dscloud  # noqa: E402
 from dscloud import example  # noqa: E402
 from dscloud.baseline import build_baseline  # noqa: E402
-from dscloud.drift import DriftCounts, RollingCounts, Tally  # noqa: E402
+from dscloud.drift import DriftCounts, Tally  # noqa: E402
+from dscloud.drift_window import RollingCounts  # noqa: E402
 from dscloud.scorer import Scorer  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from dscloud.drift import MAJOR_ABOVE, READING, STABLE_BELOW, DriftReport, FeatureDrift
+from dscloud.drift_report import MAJOR_ABOVE, READING, STABLE_BELOW, DriftReport, FeatureDrift
 from dscloud.errors import ConfigError
 
 __all__ = ["plot_drift"]

@@ -10,6 +10,7 @@ import pytest
 
 from dscloud import example
 from dscloud.baseline import Baseline, build_baseline
+from dscloud.drift import DriftCounts
 from dscloud.envelope import Artifact
 from dscloud.scorer import Scorer
 
@@ -49,3 +50,11 @@ def shifted(frame: pd.DataFrame, *, seed: int = 2) -> pd.DataFrame:
     wanted = int(0.6 * len(out)) - int((out["plan"] == "standard").sum())
     out.loc[rng.choice(others, wanted, replace=False), "plan"] = "standard"
     return out
+
+
+def counted(baseline: Baseline, scorer: Scorer, frame: pd.DataFrame) -> DriftCounts:
+    """Score ``frame`` and count what scored, as every runtime does."""
+    columns = columns_of(frame)
+    counts = DriftCounts(baseline)
+    counts.add_scored(columns, scorer.score_columns(columns, len(frame)))
+    return counts

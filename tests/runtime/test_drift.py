@@ -13,18 +13,10 @@ import pytest
 
 from dscloud import example
 from dscloud.baseline import Baseline, NumericBins
-from dscloud.drift import PSI_EPSILON, DriftCounts, RollingCounts, Tally, psi, reading
+from dscloud.drift import PSI_EPSILON, DriftCounts, Tally, psi, reading
 from dscloud.errors import DataError, SchemaError
 from dscloud.scorer import Scorer
-from tests.runtime.conftest import columns_of, shifted
-
-
-def counted(baseline: Baseline, scorer: Scorer, frame: pd.DataFrame) -> DriftCounts:
-    """Score ``frame`` and count what scored, as every runtime does."""
-    columns = columns_of(frame)
-    counts = DriftCounts(baseline)
-    counts.add_scored(columns, scorer.score_columns(columns, len(frame)))
-    return counts
+from tests.runtime.conftest import columns_of, counted, shifted
 
 
 def test_an_unshifted_sample_of_the_training_distribution_is_stable(
@@ -199,32 +191,6 @@ def test_an_empty_count_reports_no_data(churn_baseline: Baseline) -> None:
     assert "no data" in report.table()
 
 
-def test_a_rolling_window_drops_old_slices(
-    churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
-) -> None:
-    now = [0.0]
-    window = RollingCounts(churn_baseline, window=60.0, slices=6, clock=lambda: now[0])
-    first = fresh_sample.iloc[:100].reset_index(drop=True)
-    second = fresh_sample.iloc[100:250].reset_index(drop=True)
-    columns = columns_of(first)
-    window.add_scored(columns, churn_scorer.score_columns(columns, len(first)))
-    now[0] = 30.0
-    columns = columns_of(second)
-    window.add_scored(columns, churn_scorer.score_columns(columns, len(second)))
-    both = window.total()
-    assert both.rows == 250
-    assert (
-        both.to_dict()
-        == counted(
-            churn_baseline, churn_scorer, fresh_sample.iloc[:250].reset_index(drop=True)
-        ).to_dict()
-    )
-    now[0] = 65.0  # the first slice [0, 10) is now more than a window old
-    assert window.total().rows == 150
-    now[0] = 200.0
-    assert window.total().rows == 0
-
-
 def test_numeric_predictions_are_counted_into_the_prediction_bins(
     churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
 ) -> None:
@@ -239,23 +205,6 @@ def test_numeric_predictions_are_counted_into_the_prediction_bins(
         bins.index(preds.probabilities[:, 1].astype(np.float64)), minlength=bins.n_bins
     )
     np.testing.assert_array_equal(counts.prediction[:-1], expected)
-
-
-def test_one_row_at_a_time_in_a_window_counts_as_one_pass(
-    churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
-) -> None:
-    # given a server's traffic: 300 single-row requests (JSON values) over 3 time slices
-    frame = shifted(fresh_sample).iloc[:300].reset_index(drop=True)
-    records = json.loads(frame[example.FEATURES].to_json(orient="records"))
-    now = [0.0]
-    window = RollingCounts(
-        churn_baseline, window=600.0, slices=6, flush_rows=7, clock=lambda: now[0]
-    )
-    for i, record in enumerate(records):
-        now[0] = float(i)  # slices of 100 s: rows 0-99, 100-199, 200-299
-        window.add_scored({k: [v] for k, v in record.items()}, churn_scorer.score_records([record]))
-    # then the window holds exactly what one pass over the same rows counts
-    assert window.total().to_dict() == counted(churn_baseline, churn_scorer, frame).to_dict()
 
 
 def test_a_tally_counts_like_the_values_it_summarises(
