@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,11 +50,26 @@ __all__ = [
     "Baseline",
     "CategoricalBins",
     "NumericBins",
+    "Outputs",
     "build_baseline",
     "prediction_values",
 ]
 
 Array = npt.NDArray[Any]
+
+
+class Outputs(Protocol):
+    """What a baseline reads from model outputs: a :class:`~dscloud.scorer.Predictions`,
+    or several of them end to end."""
+
+    @property
+    def label(self) -> Array | None: ...
+    @property
+    def probabilities(self) -> Array | None: ...
+    @property
+    def value(self) -> Array | None: ...
+    def __len__(self) -> int: ...
+
 
 BASELINE_VERSION = 1
 #: Categories of a feature that get their own bin; the rest share the *other* bin.
@@ -250,7 +265,7 @@ def _bins(data: Mapping[str, Any]) -> Bins:
 def build_baseline(
     schema: Schema,
     columns: Mapping[str, Sequence[Any] | Array],
-    predictions: Any = None,
+    predictions: Outputs | None = None,
     *,
     bins: int = 10,
     top_categories: int = TOP_CATEGORIES,
@@ -397,7 +412,7 @@ def _items(values: Sequence[Any] | Array) -> Sequence[Any]:
 
 
 def prediction_values(
-    predictions: Any, classes: Sequence[Any] | None
+    predictions: Outputs, classes: Sequence[Any] | None
 ) -> tuple[str, Any, Sequence[Any] | Array]:
     """What the prediction baseline holds, from a :class:`~dscloud.scorer.Predictions`.
 

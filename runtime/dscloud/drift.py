@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from dscloud.baseline import (
     Baseline,
     CategoricalBins,
     NumericBins,
+    Outputs,
     category_counts,
     numeric_values,
     prediction_values,
@@ -42,13 +43,16 @@ from dscloud.drift_report import (
 from dscloud.errors import DataError, SchemaError
 from dscloud.schema import Column
 
+if TYPE_CHECKING:
+    from dscloud.scorer import Predictions
+
 __all__ = [
     "COUNTS_VERSION",
     "MAJOR_ABOVE",
     "PSI_EPSILON",
     "READING",
     "STABLE_BELOW",
-    "Column_",
+    "ColumnValues",
     "DriftCounts",
     "DriftReport",
     "FeatureDrift",
@@ -109,7 +113,7 @@ class Tally:
 
 
 #: What a column may be: raw values (a list or numpy array), or a categorical tally.
-Column_ = Union[Sequence[Any], Array, Tally]  # noqa: UP007 (a runtime alias)
+ColumnValues = Union[Sequence[Any], Array, Tally]  # noqa: UP007 (a runtime alias)
 
 
 class DriftCounts:
@@ -152,7 +156,7 @@ class DriftCounts:
 
     # -- adding ---------------------------------------------------------------------------
 
-    def add(self, columns: Mapping[str, Column_], predictions: Any = None) -> None:
+    def add(self, columns: Mapping[str, ColumnValues], predictions: Outputs | None = None) -> None:
         """Count rows given as columns (name -> the raw input values, or a :class:`Tally`
         for a categorical feature already counted by value).
 
@@ -163,7 +167,7 @@ class DriftCounts:
         n = self._check(columns, predictions)
         self._count(columns, self._prediction_values(predictions), n)
 
-    def add_scored(self, columns: Mapping[str, Column_], predictions: Any) -> None:
+    def add_scored(self, columns: Mapping[str, ColumnValues], predictions: Predictions) -> None:
         """Count the rows a scorer accepted: ``predictions.rows`` picks them out of ``columns``.
 
         Rejected rows are not counted (they are reported as rejects, with their reason), so
@@ -172,7 +176,7 @@ class DriftCounts:
         """
         self.add(pick(columns, self.baseline.features, predictions.rows), predictions)
 
-    def _check(self, columns: Mapping[str, Column_], predictions: Any) -> int:
+    def _check(self, columns: Mapping[str, ColumnValues], predictions: Outputs | None) -> int:
         """The number of rows in ``columns``; raises :class:`SchemaError` if they are unfit."""
         # The common case in a few set operations: a server calls this once per request.
         try:
@@ -212,13 +216,13 @@ class DriftCounts:
             n = len(predictions)
         return n or 0
 
-    def _prediction_values(self, predictions: Any) -> Sequence[Any] | Array | None:
+    def _prediction_values(self, predictions: Outputs | None) -> Sequence[Any] | Array | None:
         if predictions is None or self.prediction is None or len(predictions) == 0:
             return None
         return prediction_values(predictions, self.baseline.classes)[2]
 
     def _count(
-        self, columns: Mapping[str, Column_], predicted: Sequence[Any] | Array | None, n: int
+        self, columns: Mapping[str, ColumnValues], predicted: Sequence[Any] | Array | None, n: int
     ) -> None:
         for name, bins in self.baseline.features.items():
             values = columns[name]
@@ -375,15 +379,15 @@ def _add_categorical(
 
 
 def pick(
-    columns: Mapping[str, Column_], names: Iterable[str], rows: Array
-) -> Mapping[str, Column_]:
+    columns: Mapping[str, ColumnValues], names: Iterable[str], rows: Array
+) -> Mapping[str, ColumnValues]:
     """The ``rows`` of each named column (absent columns stay absent)."""
     for name in names:
         values = columns.get(name)
         if values is not None and not isinstance(values, Tally) and len(values) == len(rows):
             return columns  # every row scored: nothing to pick
         break
-    picked: dict[str, Column_] = {}
+    picked: dict[str, ColumnValues] = {}
     for name in names:
         values = columns.get(name)
         if values is None or isinstance(values, Tally) or len(values) == len(rows):

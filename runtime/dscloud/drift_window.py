@@ -15,14 +15,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from dscloud.baseline import Baseline
-from dscloud.drift import Column_, DriftCounts, Tally, pick
+from dscloud.baseline import Baseline, Outputs
+from dscloud.drift import ColumnValues, DriftCounts, Tally, pick
 from dscloud.errors import SchemaError
+
+if TYPE_CHECKING:
+    from dscloud.scorer import Predictions
 
 __all__ = ["RollingCounts"]
 
@@ -65,7 +68,7 @@ class RollingCounts:
         self._slices: deque[tuple[int, DriftCounts]] = deque()
         # Waiting rows: (columns, predictions) as given to add_scored, or (columns, None, n,
         # prediction values) from add.
-        self._pending: list[tuple[Mapping[str, Column_], Any, int, Any]] = []
+        self._pending: list[tuple[Mapping[str, ColumnValues], Any, int, Any]] = []
         self._pending_rows = 0
 
     def _current(self) -> DriftCounts:
@@ -100,7 +103,7 @@ class RollingCounts:
             predicted = None
         counts._count(columns, predicted, n)
 
-    def add(self, columns: Mapping[str, Column_], predictions: Any = None) -> None:
+    def add(self, columns: Mapping[str, ColumnValues], predictions: Outputs | None = None) -> None:
         """:meth:`DriftCounts.add` into the current slice (counted at the next flush)."""
         with self._lock:
             counts = self._current()
@@ -108,7 +111,7 @@ class RollingCounts:
             self._pending.append((columns, None, n, counts._prediction_values(predictions)))
             self._add_rows(n)
 
-    def add_scored(self, columns: Mapping[str, Column_], predictions: Any) -> None:
+    def add_scored(self, columns: Mapping[str, ColumnValues], predictions: Predictions) -> None:
         """:meth:`DriftCounts.add_scored` into the current slice (counted at the next flush).
 
         Nothing is checked here: the scorer accepted these rows from these columns, so
@@ -160,7 +163,7 @@ class _Outputs:
         return cls(label=join("label"), probabilities=join("probabilities"), value=join("value"))
 
 
-def _concat(parts: Sequence[Column_]) -> Column_:
+def _concat(parts: Sequence[ColumnValues]) -> ColumnValues:
     """One column from the parts of several calls: a tally if any part is one, else one
     array (all numpy) or one list."""
     if len(parts) == 1:
