@@ -205,7 +205,7 @@ class Baseline:
             }
         return out
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """``sha256:...`` of the canonical JSON: counts built on another baseline differ."""
         raw = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()

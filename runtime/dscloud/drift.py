@@ -103,6 +103,7 @@ class Tally:
 
     @classmethod
     def combine(cls, tallies: Iterable[Tally]) -> Tally:
+        """One tally of several (the parts of a column): counts and missing added."""
         counts: dict[str, int] = {}
         missing = 0
         for tally in tallies:
@@ -265,6 +266,7 @@ class DriftCounts:
         return self
 
     def __add__(self, other: DriftCounts) -> DriftCounts:
+        """New counts holding both (neither operand changes)."""
         return DriftCounts(self.baseline).merge(self).merge(other)
 
     # -- serialisation --------------------------------------------------------------------
@@ -288,6 +290,7 @@ class DriftCounts:
         }
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as compact JSON text."""
         return json.dumps(self.to_dict())
 
     @classmethod
@@ -320,6 +323,8 @@ class DriftCounts:
 
     @classmethod
     def from_json(cls, raw: str | bytes, baseline: Baseline) -> DriftCounts:
+        """:meth:`from_dict` of JSON text; raises :class:`DataError` for text that is not
+        a JSON object of counts for ``baseline``."""
         try:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -165,6 +165,8 @@ class DriftReport:
         return self.features[0] if self.features and self.features[0].psi is not None else None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: rows, the reading, the worst feature, the prediction's and every
+        feature's figures with each bin's training and current share."""
         worst = self.worst
         return {
             "rows": self.rows,
@@ -182,6 +184,8 @@ class DriftReport:
         }
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON text (the CLI's ``--json`` and the server's
+        report endpoint)."""
         return json.dumps(self.to_dict(), indent=2)
 
     def table(self) -> str:

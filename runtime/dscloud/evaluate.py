@@ -184,7 +184,7 @@ def evaluate(
 # -- joining ---------------------------------------------------------------------------------
 
 
-def text(value: Any) -> str:
+def _text(value: Any) -> str:
     """A key or label as text: ``1.0`` -> ``"1"``, ``np.int64(3)`` -> ``"3"``."""
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
@@ -195,7 +195,7 @@ def text(value: Any) -> str:
 
 def _keys(values: Sequence[Any] | Array, side: str) -> Array:
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    keys = np.asarray([text(v) for v in items], dtype=object)
+    keys = np.asarray([_text(v) for v in items], dtype=object)
     counts = Counter(keys.tolist())
     repeated = [k for k, n in counts.items() if n > 1]
     if repeated:
@@ -246,14 +246,14 @@ def _classification(
     if classes is None and probs is not None:
         classes = tuple(range(probs.shape[1]))
     if classes is not None:
-        names = [text(c) for c in classes]
+        names = [_text(c) for c in classes]
         index = {c: i for i, c in enumerate(names)}
     else:  # a label output alone: the classes are whatever was predicted or observed
         label = scored.label if scored.label is not None else []
-        seen = {text(v) for v in _take(label, pi)} | {text(y) for y in labels if not _missing(y)}
+        seen = {_text(v) for v in _take(label, pi)} | {_text(y) for y in labels if not _missing(y)}
         names = sorted(seen)
         index = {c: i for i, c in enumerate(names)}
-    y = np.asarray([index.get(text(v), -1) if not _missing(v) else -1 for v in labels])
+    y = np.asarray([index.get(_text(v), -1) if not _missing(v) else -1 for v in labels])
     usable = y >= 0
     for i in np.flatnonzero(~usable)[:MAX_NOTES].tolist():
         notes.append(f"key {keys[i]!r}: label {labels[i]!r} is not one of the classes {names}")
@@ -261,7 +261,7 @@ def _classification(
     if len(y) == 0:
         return {}, usable
     if scored.label is not None:
-        predicted = np.asarray([index.get(text(v), -1) for v in _take(scored.label, pi)])[usable]
+        predicted = np.asarray([index.get(_text(v), -1) for v in _take(scored.label, pi)])[usable]
     else:
         assert probs is not None
         predicted = np.argmax(probs[usable], axis=1)
