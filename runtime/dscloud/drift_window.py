@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ class RollingCounts:
         self._slices: deque[tuple[int, DriftCounts]] = deque()
         # Waiting rows: (columns, predictions) as given to add_scored, or (columns, None, n,
         # prediction values) from add.
-        self._pending: list[tuple[Mapping[str, ColumnValues], Any, int, Any]] = []
+        self._pending: list[tuple[Mapping[str, ColumnValues] | _Records, Any, int, Any]] = []
         self._pending_rows = 0
 
     def _current(self) -> DriftCounts:
@@ -88,7 +88,9 @@ class RollingCounts:
         names = self.baseline.features
         first = next(iter(names), None)
         picked = [
-            cols
+            _gather(cols.rows, names, preds.rows)
+            if isinstance(cols, _Records)
+            else cols
             if preds is None or first is None or len(cols[first]) == n_rows
             else pick(cols, names, preds.rows)
             for cols, preds, n_rows, _ in pending
@@ -123,6 +125,16 @@ class RollingCounts:
             self._pending.append((columns, predictions, len(predictions), None))
             self._add_rows(len(predictions))
 
+    def add_scored_records(
+        self, records: Sequence[Mapping[str, Any]], predictions: Predictions
+    ) -> None:
+        """:meth:`add_scored` for rows as the server decodes them (one dict per row); the
+        columns are gathered at the flush, for the accepted rows only."""
+        with self._lock:
+            self._current()
+            self._pending.append((_Records(records), predictions, len(predictions), None))
+            self._add_rows(len(predictions))
+
     def _add_rows(self, n: int) -> None:
         self._pending_rows += n
         if self._pending_rows >= self.flush_rows:
@@ -137,6 +149,21 @@ class RollingCounts:
             for _, counts in self._slices:
                 out.merge(counts)
             return out
+
+
+@dataclass(frozen=True)
+class _Records:
+    """Rows given as dicts, waiting to become columns."""
+
+    rows: Sequence[Mapping[str, Any]]
+
+
+def _gather(
+    records: Sequence[Mapping[str, Any]], names: Iterable[str], rows: Array
+) -> dict[str, ColumnValues]:
+    """The accepted ``rows`` of ``records`` as columns (the scorer saw every name in them)."""
+    accepted = [records[i] for i in rows.tolist()]
+    return {name: [r[name] for r in accepted] for name in names}
 
 
 @dataclass(frozen=True)

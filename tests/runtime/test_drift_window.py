@@ -92,3 +92,16 @@ def test_batch_server_and_stream_forms_of_the_same_rows_give_the_same_figures(
     reports = [merged.report(), window.total().report(), stream.report()]
     assert reports[0] == reports[1] == reports[2]
     assert reports[0].worst is not None and reports[0].worst.name == "age"
+
+
+def test_records_as_the_server_decodes_them_count_the_accepted_rows(
+    churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
+) -> None:
+    frame = fresh_sample.iloc[:40].reset_index(drop=True)
+    records = json.loads(frame[example.FEATURES].to_json(orient="records"))
+    bad = {**records[0], "tenure_months": "soon"}
+    window = RollingCounts(churn_baseline, window=60.0, flush_rows=16, clock=lambda: 0.0)
+    for start in range(0, 40, 4):  # requests of four rows, one bad row among them
+        batch = records[start : start + 4] + ([bad] if start == 8 else [])
+        window.add_scored_records(batch, churn_scorer.score_records(batch))
+    assert window.total().to_dict() == counted(churn_baseline, churn_scorer, frame).to_dict()
