@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,7 +82,13 @@ Handler = Callable[[Request, Exchange], Awaitable[Response]]
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
+    try:
+        content = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # An error message quoting a client's lone surrogate (valid JSON, not UTF-8):
+        # escaped as \udXXX, as the client sent it, instead of failing the answer.
+        content = json.dumps(body, ensure_ascii=True).encode()
+    return Response(content, status_code=status, headers=headers, media_type=JSON)
 
 
 def _model_headers(scorer: Scorer) -> dict[str, str]:

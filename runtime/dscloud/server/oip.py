@@ -59,8 +59,8 @@ def decode_infer(payload: Any, schema: Schema) -> Batch:
             field="inputs",
         )
     request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise PayloadError('"id" must be a string', field="id")
+    if request_id is not None and (not isinstance(request_id, str) or not _utf8(request_id)):
+        raise PayloadError('"id" must be a string of valid UTF-8 text', field="id")
     outputs = _requested_outputs(payload.get("outputs"), schema)
     first = inputs[0]
     if (
@@ -127,6 +127,15 @@ def _shape(tensor: dict[str, Any], field: str) -> list[int]:
             f'input {field!r}: "shape" must be a list of non-negative integers', field=field
         )
     return shape
+
+
+def _utf8(text: str) -> bool:
+    """False for text with a lone surrogate: valid JSON, but not UTF-8 we can answer with."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _datatype(tensor: dict[str, Any], column: Column) -> None:

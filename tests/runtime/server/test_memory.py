@@ -132,9 +132,9 @@ def max_size_bodies() -> dict[str, tuple[str, str, bytes]]:
             }
         )
 
-    split = {
-        "dataframe_split": lambda rows: {"columns": names, "data": [list(r.values()) for r in rows]}
-    }
+    def split(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"columns": names, "data": [list(r.values()) for r in rows]}
+
     return {
         "csv": ("/invocations", "text/csv", fill(as_csv)),
         "dataframe_split": (
