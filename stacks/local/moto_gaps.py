@@ -21,6 +21,7 @@ __all__ = [
     "batch_compute_environment_type_upper_case",
     "batch_service_role_given",
     "flow_log_destination_without_prefix",
+    "kms_key_policy_as_text",
     "kms_key_without_tags",
     "patch_assembly",
 ]
@@ -43,6 +44,27 @@ def kms_key_without_tags(template: Template) -> int:
         if properties.pop("Tags", None) is not None:
             changed += 1
     return changed
+
+
+def kms_key_policy_as_text(template: Template) -> int:
+    """moto's CloudFormation stores an AWS::KMS::Key's KeyPolicy object as it is, and then every
+    DescribeKey of that key fails (a 500: its KMS expects the policy as JSON text). The policy
+    is given as JSON text locally, which CloudFormation accepts too."""
+    changed = 0
+    for _, properties in _resources(template, "AWS::KMS::Key"):
+        policy = properties.get("KeyPolicy")
+        if isinstance(policy, dict) and not _has_intrinsic(policy):
+            properties["KeyPolicy"] = json.dumps(policy)
+            changed += 1
+    return changed
+
+
+def _has_intrinsic(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(k == "Ref" or k.startswith("Fn::") or _has_intrinsic(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_has_intrinsic(item) for item in node)
+    return False
 
 
 def flow_log_destination_without_prefix(template: Template) -> int:
@@ -136,6 +158,7 @@ def batch_arns_by_ref(template: Template) -> int:
 
 WORKAROUNDS: tuple[Callable[[Template], int], ...] = (
     kms_key_without_tags,
+    kms_key_policy_as_text,
     flow_log_destination_without_prefix,
     batch_service_role_given,
     batch_compute_environment_type_upper_case,
