@@ -35,10 +35,10 @@ from constructs import Construct
 
 __all__ = [
     "LAMBDA_PYTHON_VERSION",
+    "UNBUNDLED_NOTE",
     "AssetSources",
     "LambdaBundleError",
     "LambdaBundler",
-    "UNBUNDLED_NOTE",
 ]
 
 # The scorer Lambda's runtime; the bundle's wheels are fetched for this interpreter.
@@ -177,6 +177,10 @@ class AssetSources:
         if self.lambda_bundle_dir is not None:
             return lambda_.Code.from_asset(str(self.lambda_bundle_dir))
         stack = cdk.Stack.of(scope)
+        source = str(self.repo_root)
+        # The fingerprint (which decides whether to bundle again) covers exactly what the
+        # bundle is made of: the runtime's sources and the pinned requirements.
+        exclude = ["*", "!runtime/", f"!{LAMBDA_REQUIREMENTS}", *_NOT_SOURCE, "runtime/tests"]
         if not stack.bundling_required:
             cdk.Annotations.of(scope).add_warning_v2(
                 "dscloud:unbundled-scorer",
@@ -184,18 +188,19 @@ class AssetSources:
                 f"that fails at import; deploy this stack itself (not --exclusively another "
                 f"one) or set {BUNDLE_DIR_VARIABLE}",
             )
+            fingerprint = cdk.FileSystem.fingerprint(
+                source, exclude=exclude, ignore_mode=cdk.IgnoreMode.DOCKER
+            )
             return lambda_.Code.from_asset(
                 str(_placeholder(stack.stack_name)),
-                asset_hash=f"unbundled-{stack.stack_name}",
+                asset_hash=f"unbundled-{fingerprint}",
                 asset_hash_type=cdk.AssetHashType.CUSTOM,
             )
         bundler = LambdaBundler(repo_root=self.repo_root, command=self.bundle_command)
-        # The fingerprint (which decides whether to bundle again) covers exactly what the
-        # bundle is made of: the runtime's sources and the pinned requirements.
         return lambda_.Code.from_asset(
-            str(self.repo_root),
+            source,
             ignore_mode=cdk.IgnoreMode.DOCKER,
-            exclude=["*", "!runtime/", f"!{LAMBDA_REQUIREMENTS}", *_NOT_SOURCE, "runtime/tests"],
+            exclude=exclude,
             bundling=cdk.BundlingOptions(
                 # Never pulled: local bundling either succeeds or raises.
                 image=LAMBDA_RUNTIME.bundling_image,
@@ -206,7 +211,9 @@ class AssetSources:
 
     def serving_image(self, scope: Construct, uri: str | None) -> ecs.ContainerImage:
         """The serving container: prebuilt `uri`, else built from docker/serving.Dockerfile."""
-        return prebuilt_image(scope, "ServingImage", uri) if uri else self._image(SERVING_DOCKERFILE)
+        return (
+            prebuilt_image(scope, "ServingImage", uri) if uri else self._image(SERVING_DOCKERFILE)
+        )
 
     def batch_image(self, scope: Construct, uri: str | None) -> ecs.ContainerImage:
         """The batch scoring and training container: prebuilt `uri`, else docker/batch.Dockerfile."""
@@ -241,11 +248,12 @@ def prebuilt_image(scope: Construct, id: str, uri: str) -> ecs.ContainerImage:
     if match is None:
         return ecs.ContainerImage.from_registry(uri)
     stack = cdk.Stack.of(scope)
-    repository = ecr.Repository.from_repository_arn(
+    repository = ecr.Repository.from_repository_attributes(
         scope,
         id,
-        f"arn:{stack.partition}:ecr:{match['region']}:{match['account']}:repository/"
-        f"{match['repository']}",
+        repository_name=match["repository"],
+        repository_arn=f"arn:{stack.partition}:ecr:{match['region']}:{match['account']}:"
+        f"repository/{match['repository']}",
     )
     return ecs.ContainerImage.from_ecr_repository(
         repository, match["digest"] or match["tag"] or "latest"

@@ -239,7 +239,9 @@ def _default(cls: type, name: str) -> Any:
     """The default of field `name` of dataclass `cls`: the one place each default is declared."""
     for f in fields(cls):
         if f.name == name:
-            return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            if f.default is MISSING and f.default_factory is not MISSING:
+                return f.default_factory()
+            return f.default
     raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
@@ -338,7 +340,9 @@ def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> Env
         noncurrent_version_days=read_int(
             raw, "noncurrent_version_days", key, 1, 3650, default("noncurrent_version_days")
         ),
-        refresh_seconds=read_int(raw, "refresh_seconds", key, 10, 86400, default("refresh_seconds")),
+        refresh_seconds=read_int(
+            raw, "refresh_seconds", key, 10, 86400, default("refresh_seconds")
+        ),
         restrict_default_security_group=read_bool(
             raw, "restrict_default_security_group", key, default("restrict_default_security_group")
         ),
@@ -480,7 +484,7 @@ def _model_ref(value: Any, key: str) -> ModelRef:
     if not (sep and _MODEL_NAME.match(name) and _MODEL_ALIAS.match(alias)) or alias.isdigit():
         raise ConfigError(
             key,
-            f"{json.dumps(value)} is invalid; expected \"name@alias\" like \"churn@production\": "
+            f'{json.dumps(value)} is invalid; expected "name@alias" like "churn@production": '
             "each starts with a letter; a name then has letters, digits, '_', '-' or '.', an "
             "alias letters, digits, '_' or '-' (a number would be a version: promote it to an "
             "alias instead)",

@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run `up` or `down`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m stacks.local", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    up_parser = commands.add_parser("up", help="deploy into a fresh moto server and run the lifecycle")
+    up_parser = commands.add_parser(
+        "up", help="deploy into a fresh moto server and run the lifecycle"
+    )
     up_parser.add_argument("environment", nargs="?", default=DEFAULT_ENVIRONMENT)
     commands.add_parser("down", help="stop the moto server")
     args = parser.parse_args(argv)

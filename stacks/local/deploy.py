@@ -63,7 +63,9 @@ def _run(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], what: str
             check=False,
         )
     except subprocess.TimeoutExpired as error:
-        raise CdkError(f"{what} timed out after {_CLI_TIMEOUT:.0f}s: {' '.join(command)}") from error
+        raise CdkError(
+            f"{what} timed out after {_CLI_TIMEOUT:.0f}s: {' '.join(command)}"
+        ) from error
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-30:])
         raise CdkError(f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}")

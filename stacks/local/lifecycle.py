@@ -60,7 +60,9 @@ def substitute(command: Sequence[str], parameters: Mapping[str, str]) -> list[st
         if word.startswith("Ref::"):
             name = word[len("Ref::") :]
             if name not in parameters:
-                raise LifecycleError(f"{word} in {list(command)} has no parameter; have {dict(parameters)}")
+                raise LifecycleError(
+                    f"{word} in {list(command)} has no parameter; have {dict(parameters)}"
+                )
             word = parameters[name]
         out.append(word)
     return out
@@ -83,14 +85,21 @@ def _local_command(command: Sequence[str], repo_root: Path) -> list[str]:
 def _run(what: str, command: Sequence[str], env: Mapping[str, str], cwd: Path) -> str:
     try:
         result = subprocess.run(
-            list(command), env=dict(env), cwd=cwd, capture_output=True, text=True,
-            timeout=_JOB_TIMEOUT, check=False,
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_JOB_TIMEOUT,
+            check=False,
         )
     except subprocess.TimeoutExpired as error:
         raise LifecycleError(f"{what}: timed out after {_JOB_TIMEOUT:.0f}s") from error
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise LifecycleError(f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}")
+        raise LifecycleError(
+            f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}"
+        )
     return result.stdout
 
 
@@ -113,8 +122,20 @@ def run_lifecycle(
         work = Path(tmp)
         # 1. training (and scoring) data under the deployed input prefix
         data = work / "churn.parquet"
-        _run("dsc example data", [str(Path(sys.executable).parent / "dsc"), "example", "data",
-             "--rows", str(TRAINING_ROWS), "--out", str(data)], base_env, work)
+        _run(
+            "dsc example data",
+            [
+                str(Path(sys.executable).parent / "dsc"),
+                "example",
+                "data",
+                "--rows",
+                str(TRAINING_ROWS),
+                "--out",
+                str(data),
+            ],
+            base_env,
+            work,
+        )
         key = f"{config.batch.input_prefix}churn.parquet"
         s3.put_object(Bucket=bucket, Key=key, Body=data.read_bytes())
         log(f"  data: {TRAINING_ROWS} rows -> s3://{bucket}/{key}")
@@ -122,13 +143,27 @@ def run_lifecycle(
         # 2. the training job, from its job definition
         train = _job(batch, f"{config.name}-train")
         command = substitute(train["containerProperties"]["command"], train.get("parameters", {}))
-        out = _run("training job", _local_command(command, repo_root),
-                   {**base_env, **_environment(train)}, work)
+        out = _run(
+            "training job",
+            _local_command(command, repo_root),
+            {**base_env, **_environment(train)},
+            work,
+        )
         reference = out.strip().splitlines()[-1]
-        name, _, version = reference.partition("@")
-        report.check("training job", "published a version", version.isdigit(), True)
+        version = reference.partition("@")[2]
         model = config.models[0]
-        alias = json.loads(s3.get_object(Bucket=bucket, Key=f"models/{model.name}/aliases/{model.alias}.json")["Body"].read())
+        report.check(
+            "training job",
+            f"published a version of {model.name}",
+            reference,
+            f"{model.name}@{version}",
+        )
+        report.check("training job", "published a version", version.isdigit(), True)
+        alias = json.loads(
+            s3.get_object(Bucket=bucket, Key=f"models/{model.name}/aliases/{model.alias}.json")[
+                "Body"
+            ].read()
+        )
         report.check("archive", f"{model} after training", str(alias["version"]), version)
         log(f"  training job: {' '.join(command)} -> {reference}, {model} -> {version}")
 
@@ -144,7 +179,9 @@ def run_lifecycle(
 
 
 def _job(batch: Any, name: str) -> dict[str, Any]:
-    found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]
+    found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")[
+        "jobDefinitions"
+    ]
     if not found:
         raise LifecycleError(f"no active job definition {name}")
     return dict(max(found, key=lambda j: j["revision"]))
@@ -154,23 +191,34 @@ def _environment(job: Mapping[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in job["containerProperties"].get("environment", [])}
 
 
-def _serve(d: Deployment, config: EnvironmentConfig, base_env: Mapping[str, str], work: Path,
-           report: Report, version: str, log: Any) -> None:
-    ecs = None  # read through boto3 below
-    import boto3  # noqa: F401  (the client factory is in base_env's endpoint)
-
-    del ecs
+def _serve(
+    d: Deployment,
+    config: EnvironmentConfig,
+    base_env: Mapping[str, str],
+    work: Path,
+    report: Report,
+    version: str,
+    log: Any,
+) -> None:
     client = _client_from(base_env)
     cluster = d.output("Serving", "ClusterName")
-    service = client("ecs").describe_services(cluster=cluster, services=[f"{config.name}-serving"])["services"][0]
-    task = client("ecs").describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    service = client("ecs").describe_services(cluster=cluster, services=[f"{config.name}-serving"])[
+        "services"
+    ][0]
+    task = client("ecs").describe_task_definition(taskDefinition=service["taskDefinition"])[
+        "taskDefinition"
+    ]
     container = task["containerDefinitions"][0]
     env = {e["name"]: e["value"] for e in container.get("environment", [])}
     port = free_port()  # the container's 8080 may be taken here; the task's env is kept as is
     server_env = {**base_env, **env, "DSC_HOST": "127.0.0.1", "DSC_PORT": str(port)}
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dsc"), "serve"], env=server_env, cwd=work,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [str(Path(sys.executable).parent / "dsc"), "serve"],
+        env=server_env,
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -179,8 +227,12 @@ def _serve(d: Deployment, config: EnvironmentConfig, base_env: Mapping[str, str]
         model = config.models[0]
         with urllib.request.urlopen(f"{url}/v2/models/{model.name}", timeout=10) as answer:
             body = json.loads(answer.read())
-        report.check("serving", f"{model.name} answers with the trained version", body["versions"], [version])
-        log(f"  serving: dsc serve with the task definition's environment on {url}: {model.name} v{body['versions'][0]}")
+        report.check(
+            "serving", f"{model.name} answers with the trained version", body["versions"], [version]
+        )
+        log(
+            f"  serving: dsc serve with the task definition's environment on {url}: {model.name} v{body['versions'][0]}"
+        )
     finally:
         process.terminate()
         try:
@@ -224,35 +276,71 @@ def _client_from(env: Mapping[str, str]) -> Clients:
     return make
 
 
-def _stream(d: Deployment, config: EnvironmentConfig, server: MotoServer, client: Clients,
-            base_env: Mapping[str, str], work: Path, report: Report, log: Any) -> None:
+def _stream(
+    d: Deployment,
+    config: EnvironmentConfig,
+    server: MotoServer,
+    client: Clients,
+    base_env: Mapping[str, str],
+    work: Path,
+    report: Report,
+    log: Any,
+) -> None:
     lam, sqs, dynamodb = client("lambda"), client("sqs"), client("dynamodb")
     dsc = str(Path(sys.executable).parent / "dsc")
     stream = d.output("Online", "StreamName")
     aws = ["--endpoint-url", server.endpoint, "--region", d.region]
-    _run("dsc stream put", [dsc, "stream", "put", *aws, "--stream", stream, "--example",
-         str(STREAM_EVENTS), "--poison", str(POISON_RECORDS)], base_env, work)
+    _run(
+        "dsc stream put",
+        [
+            dsc,
+            "stream",
+            "put",
+            *aws,
+            "--stream",
+            stream,
+            "--example",
+            str(STREAM_EVENTS),
+            "--poison",
+            str(POISON_RECORDS),
+        ],
+        base_env,
+        work,
+    )
     function = lam.get_function_configuration(FunctionName=d.output("Online", "ScorerFunctionName"))
-    mapping = lam.list_event_source_mappings(FunctionName=function["FunctionName"])["EventSourceMappings"][0]
+    mapping = lam.list_event_source_mappings(FunctionName=function["FunctionName"])[
+        "EventSourceMappings"
+    ][0]
     failures = mapping["DestinationConfig"]["OnFailure"]["Destination"]
     failures_url = sqs.get_queue_url(QueueName=failures.rsplit(":", 1)[-1])["QueueUrl"]
     flags = [
-        "--handler", function["Handler"],
-        "--batch-size", str(mapping["BatchSize"]),
-        "--retry-attempts", str(mapping["MaximumRetryAttempts"]),
-        "--max-record-age", str(mapping["MaximumRecordAgeInSeconds"]),
-        "--parallelization-factor", str(mapping["ParallelizationFactor"]),
-        "--starting-position", mapping["StartingPosition"],
-        "--on-failure", failures_url,
-        "--function-timeout", str(function["Timeout"]),
-        "--timeout", "300",
+        "--handler",
+        function["Handler"],
+        "--batch-size",
+        str(mapping["BatchSize"]),
+        "--retry-attempts",
+        str(mapping["MaximumRetryAttempts"]),
+        "--max-record-age",
+        str(mapping["MaximumRecordAgeInSeconds"]),
+        "--parallelization-factor",
+        str(mapping["ParallelizationFactor"]),
+        "--starting-position",
+        mapping["StartingPosition"],
+        "--on-failure",
+        failures_url,
+        "--function-timeout",
+        str(function["Timeout"]),
+        "--timeout",
+        "300",
     ]
     if mapping.get("BisectBatchOnFunctionError"):
         flags.append("--bisect-batch-on-error")
     if "ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", []):
         flags.append("--report-batch-item-failures")
     env = {**base_env, **function["Environment"]["Variables"]}
-    out = _run("dsc stream run", [dsc, "stream", "run", *aws, "--stream", stream, *flags], env, work)
+    out = _run(
+        "dsc stream run", [dsc, "stream", "run", *aws, "--stream", stream, *flags], env, work
+    )
     # The handler's own logs come first; the runner's report is the indented JSON at the end.
     lines = out.splitlines()
     run = json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{") :]))
@@ -263,15 +351,21 @@ def _stream(d: Deployment, config: EnvironmentConfig, server: MotoServer, client
     report.check("predictions table", "one item per scored entity", items, STREAM_EVENTS)
     rejects = _drain(sqs, function["Environment"]["Variables"]["DSC_REJECTS_QUEUE_URL"])
     report.check("rejects queue", "one message per poison record", len(rejects), POISON_RECORDS)
-    report.check("stream failures queue", "empty (nothing given up)", len(_drain(sqs, failures_url)), 0)
-    log(f"  stream: {STREAM_EVENTS}+{POISON_RECORDS} poison records on {stream} -> {items} items in "
-        f"{table}, {len(rejects)} in the rejects queue ({run['invocations']} invocations)")
+    report.check(
+        "stream failures queue", "empty (nothing given up)", len(_drain(sqs, failures_url)), 0
+    )
+    log(
+        f"  stream: {STREAM_EVENTS}+{POISON_RECORDS} poison records on {stream} -> {items} items in "
+        f"{table}, {len(rejects)} in the rejects queue ({run['invocations']} invocations)"
+    )
 
 
 def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for _ in range(50):
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
         if not batch:
             break
         messages.extend(batch)
@@ -300,7 +394,7 @@ def _schedule_request(d: Deployment, client: Clients) -> tuple[str, dict[str, An
         if node.get("Ref") == "AWS::Partition":
             return "aws"
         if "Ref" in node:
-            return physical[node["Ref"]]
+            return str(physical[node["Ref"]])
         raise LifecycleError(f"cannot resolve {node} in the schedule's target")
 
     for path in Path(d.assembly).rglob("*.template.json"):
@@ -311,21 +405,40 @@ def _schedule_request(d: Deployment, client: Clients) -> tuple[str, dict[str, An
     raise LifecycleError("no AWS::Scheduler::Schedule in the synthesized templates")
 
 
-def _score(d: Deployment, config: EnvironmentConfig, client: Clients, base_env: Mapping[str, str],
-           work: Path, repo_root: Path, report: Report, log: Any) -> None:
+def _score(
+    d: Deployment,
+    config: EnvironmentConfig,
+    client: Clients,
+    base_env: Mapping[str, str],
+    work: Path,
+    repo_root: Path,
+    report: Report,
+    log: Any,
+) -> None:
     batch, s3 = client("batch"), client("s3")
     target, request = _schedule_request(d, client)
     job = _job(batch, f"{config.name}-score")
-    report.check("nightly schedule", "target", target, "arn:aws:scheduler:::aws-sdk:batch:submitJob")
-    report.check("nightly schedule", "job queue", request["JobQueue"], d.output("Batch", "JobQueueArn"))
-    report.check("nightly schedule", "job definition", request["JobDefinition"], job["jobDefinitionArn"])
+    report.check(
+        "nightly schedule", "target", target, "arn:aws:scheduler:::aws-sdk:batch:submitJob"
+    )
+    report.check(
+        "nightly schedule", "job queue", request["JobQueue"], d.output("Batch", "JobQueueArn")
+    )
+    report.check(
+        "nightly schedule", "job definition", request["JobDefinition"], job["jobDefinitionArn"]
+    )
     run = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     parameters = {
-        k: v.replace("<aws.scheduler.scheduled-time>", run) for k, v in request["Parameters"].items()
+        k: v.replace("<aws.scheduler.scheduled-time>", run)
+        for k, v in request["Parameters"].items()
     }
     size = int(request.get("ArrayProperties", {}).get("Size", 1))
-    report.check("nightly schedule", "array size is the shard count", size, config.batch.shard_count)
-    command = _local_command(substitute(job["containerProperties"]["command"], parameters), repo_root)
+    report.check(
+        "nightly schedule", "array size is the shard count", size, config.batch.shard_count
+    )
+    command = _local_command(
+        substitute(job["containerProperties"]["command"], parameters), repo_root
+    )
     env = {**base_env, **_environment(job)}
     for index in range(size):
         child = {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)} if size > 1 else env
@@ -334,10 +447,17 @@ def _score(d: Deployment, config: EnvironmentConfig, client: Clients, base_env: 
     bucket, _, prefix = output.removeprefix("s3://").partition("/")
     success = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}_SUCCESS")["Body"].read())
     rows = success["rows"]
-    report.check("scoring output", "_SUCCESS: every row scored or rejected", rows["in"], rows["out"] + rows["rejected"])
+    report.check(
+        "scoring output",
+        "_SUCCESS: every row scored or rejected",
+        rows["in"],
+        rows["out"] + rows["rejected"],
+    )
     report.check("scoring output", "rows in", rows["in"], TRAINING_ROWS)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-    parts = [k for k in keys if k.endswith(".parquet") and "/_" not in k[len(prefix):]]
+    parts = [k for k in keys if k.endswith(".parquet") and "/_" not in k[len(prefix) :]]
     report.check("scoring output", "one part per shard", len(parts), size)
-    log(f"  scoring job: {size} children of `{' '.join(job['containerProperties']['command'])}` -> "
-        f"{rows['out']} rows in {len(parts)} parts and _SUCCESS under {output}")
+    log(
+        f"  scoring job: {size} children of `{' '.join(job['containerProperties']['command'])}` -> "
+        f"{rows['out']} rows in {len(parts)} parts and _SUCCESS under {output}"
+    )

@@ -151,8 +151,9 @@ def batch_arns_by_ref(template: Template) -> int:
             return [walk(item) for item in node]
         return node
 
-    template["Resources"] = walk(template.get("Resources", {}))
-    template["Outputs"] = walk(template.get("Outputs", {}))
+    for section in ("Resources", "Outputs"):
+        if section in template:
+            template[section] = walk(template[section])
     return changed
 
 

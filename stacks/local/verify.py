@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stacks.batch import SCORING_COMMAND, TRAINING_COMMAND
 from stacks.config import EnvironmentConfig
 from stacks.local.deploy import Deployment
 from stacks.serving import CONTAINER_PORT, READINESS_PATH
@@ -48,7 +49,7 @@ class Report:
 
     def check(self, resource: str, what: str, actual: Any, expected: Any) -> bool:
         """Record whether `actual` equals `expected`; returns whether it did."""
-        ok = actual == expected
+        ok = bool(actual == expected)
         detail = "" if ok else f"got {actual!r}, expected {expected!r}"
         self.checks.append(Check(resource, what, ok, detail))
         return ok
@@ -84,10 +85,17 @@ def verify(deployment: Deployment, config: EnvironmentConfig, client: Clients) -
 def _archive(d: Deployment, config: EnvironmentConfig, client: Clients, report: Report) -> None:
     s3, kms = client("s3"), client("kms")
     bucket = d.output("Archive", "ArchiveBucketName")
-    report.check("archive bucket", "name", bucket, f"{config.name}-archive-{config.account}-{config.region}")
+    report.check(
+        "archive bucket", "name", bucket, f"{config.name}-archive-{config.account}-{config.region}"
+    )
     names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     report.check("archive bucket", "exists", bucket in names, True)
-    report.check("access-log bucket", "exists", f"{config.name}-logs-{config.account}-{config.region}" in names, True)
+    report.check(
+        "access-log bucket",
+        "exists",
+        f"{config.name}-logs-{config.account}-{config.region}" in names,
+        True,
+    )
     versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status")
     if versioning != "Enabled":
         report.drop("archive bucket", "versioning", versioning)
@@ -97,14 +105,21 @@ def _archive(d: Deployment, config: EnvironmentConfig, client: Clients, report: 
     except Exception as error:  # moto: NoSuchPublicAccessBlockConfiguration
         report.drop("archive bucket", "public access block", _code(error))
     try:
-        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+            "Rules"
+        ]
         algorithm = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
         report.check("archive bucket", "encryption", algorithm, "aws:kms")
     except Exception as error:
         report.drop("archive bucket", "default encryption (SSE-KMS)", _code(error))
     key = kms.describe_key(KeyId=f"alias/{config.name}-archive")["KeyMetadata"]
     report.check("archive key", "enabled", key["KeyState"], "Enabled")
-    report.check("archive key", "ARN matches the stack output", key["Arn"], d.output("Archive", "ArchiveKeyArn"))
+    report.check(
+        "archive key",
+        "ARN matches the stack output",
+        key["Arn"],
+        d.output("Archive", "ArchiveKeyArn"),
+    )
     rotation = kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
     if rotation is not True:
         report.drop("archive key", "rotation", rotation)
@@ -116,9 +131,13 @@ def _network(d: Deployment, client: Clients, report: Report) -> None:
     vpcs = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"]
     report.check("vpc", "exists", len(vpcs), 1)
     subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
-    report.check("vpc", "public subnets in two zones", len({s["AvailabilityZone"] for s in subnets}), 2)
+    report.check(
+        "vpc", "public subnets in two zones", len({s["AvailabilityZone"] for s in subnets}), 2
+    )
     groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])
-    described = {g["Description"].split(": ", 1)[-1].split(" (")[0] for g in groups["SecurityGroups"]}
+    described = {
+        g["Description"].split(": ", 1)[-1].split(" (")[0] for g in groups["SecurityGroups"]
+    }
     for role in ("batch jobs", "model server tasks", "model server load balancer"):
         report.check("security groups", role, role in described, True)
     flow = ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [vpc_id]}])["FlowLogs"]
@@ -126,7 +145,9 @@ def _network(d: Deployment, client: Clients, report: Report) -> None:
 
 
 def _job_definition(batch: Any, name: str) -> dict[str, Any]:
-    found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]
+    found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")[
+        "jobDefinitions"
+    ]
     if not found:
         raise LookupError(f"job definition {name} not found")
     return dict(max(found, key=lambda j: j["revision"]))
@@ -148,11 +169,15 @@ def _batch(d: Deployment, config: EnvironmentConfig, client: Clients, report: Re
     archive = f"s3://{d.output('Archive', 'ArchiveBucketName')}"
     input_uri = f"{archive}/{settings.input_prefix}"
     for suffix, command, parameters, env in (
-        ("train", None, {"data": input_uri}, {"DSC_ARCHIVE": archive}),
+        ("train", TRAINING_COMMAND, {"data": input_uri}, {"DSC_ARCHIVE": archive}),
         (
             "score",
-            None,
-            {"model": str(config.nightly_model), "input": input_uri, "output": f"{archive}/{settings.output_prefix}"},
+            SCORING_COMMAND,
+            {
+                "model": str(config.nightly_model),
+                "input": input_uri,
+                "output": f"{archive}/{settings.output_prefix}",
+            },
             {"DSC_ARCHIVE": archive, "DSC_SHARD_COUNT": str(settings.shard_count)},
         ),
     ):
@@ -163,12 +188,16 @@ def _batch(d: Deployment, config: EnvironmentConfig, client: Clients, report: Re
         report.check(name, "parameters", job.get("parameters", {}), parameters)
         environment = {e["name"]: e["value"] for e in container.get("environment", [])}
         report.check(name, "environment", environment, env)
-        report.check(name, "command present", bool(container.get("command")), True)
-        del command
+        report.check(name, "command", container.get("command"), list(command))
 
 
 def _online(d: Deployment, config: EnvironmentConfig, client: Clients, report: Report) -> None:
-    kinesis, lam, dynamodb, sqs = client("kinesis"), client("lambda"), client("dynamodb"), client("sqs")
+    kinesis, lam, dynamodb, sqs = (
+        client("kinesis"),
+        client("lambda"),
+        client("dynamodb"),
+        client("sqs"),
+    )
     settings = config.stream
     stream_name = d.output("Online", "StreamName")
     stream = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
@@ -178,21 +207,58 @@ def _online(d: Deployment, config: EnvironmentConfig, client: Clients, report: R
     function = lam.get_function_configuration(FunctionName=d.output("Online", "ScorerFunctionName"))
     env = function["Environment"]["Variables"]
     table = env.get("DSC_PREDICTIONS_TABLE", "")
-    report.check("scorer function", "handler", function["Handler"], "dscloud.stream.handler.handler")
-    report.check("scorer function", "DSC_PREDICTIONS_TABLE is the deployed table", table, d.output("Online", "PredictionsTableName"))
+    report.check(
+        "scorer function", "handler", function["Handler"], "dscloud.stream.handler.handler"
+    )
+    report.check(
+        "scorer function",
+        "DSC_PREDICTIONS_TABLE is the deployed table",
+        table,
+        d.output("Online", "PredictionsTableName"),
+    )
     described = dynamodb.describe_table(TableName=table)["Table"]
-    report.check("predictions table", "key", described["KeySchema"], [{"AttributeName": "entity_id", "KeyType": "HASH"}])
+    report.check(
+        "predictions table",
+        "key",
+        described["KeySchema"],
+        [{"AttributeName": "entity_id", "KeyType": "HASH"}],
+    )
     pitr = dynamodb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
     if pitr.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") != "ENABLED":
-        report.drop("predictions table", "point-in-time recovery", pitr.get("PointInTimeRecoveryDescription"))
+        report.drop(
+            "predictions table",
+            "point-in-time recovery",
+            pitr.get("PointInTimeRecoveryDescription"),
+        )
     rejects_url = env.get("DSC_REJECTS_QUEUE_URL", "")
-    report.check("scorer function", "DSC_REJECTS_QUEUE_URL is the deployed queue", rejects_url, d.output("Online", "RejectsQueueUrl"))
-    attributes = sqs.get_queue_attributes(QueueUrl=rejects_url, AttributeNames=["All"])["Attributes"]
+    report.check(
+        "scorer function",
+        "DSC_REJECTS_QUEUE_URL is the deployed queue",
+        rejects_url,
+        d.output("Online", "RejectsQueueUrl"),
+    )
+    attributes = sqs.get_queue_attributes(QueueUrl=rejects_url, AttributeNames=["All"])[
+        "Attributes"
+    ]
     report.check("rejects queue", "FIFO", attributes.get("FifoQueue"), "true")
-    report.check("scorer function", "DSC_MODELS", env.get("DSC_MODELS"), " ".join(map(str, config.models)))
-    report.check("scorer function", "DSC_ARCHIVE", env.get("DSC_ARCHIVE"), f"s3://{d.output('Archive', 'ArchiveBucketName')}")
-    mappings = lam.list_event_source_mappings(FunctionName=function["FunctionName"])["EventSourceMappings"]
-    report.check("event source mapping", "one, from the stream", [m["EventSourceArn"] for m in mappings], [stream["StreamARN"]])
+    report.check(
+        "scorer function", "DSC_MODELS", env.get("DSC_MODELS"), " ".join(map(str, config.models))
+    )
+    report.check(
+        "scorer function",
+        "DSC_ARCHIVE",
+        env.get("DSC_ARCHIVE"),
+        f"s3://{d.output('Archive', 'ArchiveBucketName')}",
+    )
+    mappings = lam.list_event_source_mappings(FunctionName=function["FunctionName"])[
+        "EventSourceMappings"
+    ]
+    report.check(
+        "event source mapping",
+        "one, from the stream",
+        [m["EventSourceArn"] for m in mappings],
+        [stream["StreamARN"]],
+    )
     failures_arn = sqs.get_queue_attributes(
         QueueUrl=d.output("Online", "StreamFailuresQueueUrl"), AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
@@ -215,24 +281,44 @@ def _online(d: Deployment, config: EnvironmentConfig, client: Clients, report: R
         if destination is None:
             report.drop("event source mapping", "on-failure destination", destination)
         else:
-            report.check("event source mapping", "on-failure destination", destination, failures_arn)
+            report.check(
+                "event source mapping", "on-failure destination", destination, failures_arn
+            )
 
 
 def _serving(d: Deployment, config: EnvironmentConfig, client: Clients, report: Report) -> None:
     ecs, elbv2 = client("ecs"), client("elbv2")
     cluster = d.output("Serving", "ClusterName")
-    services = ecs.describe_services(cluster=cluster, services=[f"{config.name}-serving"])["services"]
+    services = ecs.describe_services(cluster=cluster, services=[f"{config.name}-serving"])[
+        "services"
+    ]
     report.check("serving service", "exists", len(services), 1)
     if not services:
         return
-    report.check("serving service", "desired tasks", services[0]["desiredCount"], config.serving.min_tasks)
-    task = ecs.describe_task_definition(taskDefinition=services[0]["taskDefinition"])["taskDefinition"]
+    report.check(
+        "serving service", "desired tasks", services[0]["desiredCount"], config.serving.min_tasks
+    )
+    task = ecs.describe_task_definition(taskDefinition=services[0]["taskDefinition"])[
+        "taskDefinition"
+    ]
     container = task["containerDefinitions"][0]
     env = {e["name"]: e["value"] for e in container.get("environment", [])}
     report.check("serving task", "image", container["image"], config.serving.image)
-    report.check("serving task", "DSC_ARCHIVE", env.get("DSC_ARCHIVE"), f"s3://{d.output('Archive', 'ArchiveBucketName')}")
-    report.check("serving task", "DSC_MODELS", env.get("DSC_MODELS"), " ".join(map(str, config.models)))
-    report.check("serving task", "port", [p["containerPort"] for p in container.get("portMappings", [])], [CONTAINER_PORT])
+    report.check(
+        "serving task",
+        "DSC_ARCHIVE",
+        env.get("DSC_ARCHIVE"),
+        f"s3://{d.output('Archive', 'ArchiveBucketName')}",
+    )
+    report.check(
+        "serving task", "DSC_MODELS", env.get("DSC_MODELS"), " ".join(map(str, config.models))
+    )
+    report.check(
+        "serving task",
+        "port",
+        [p["containerPort"] for p in container.get("portMappings", [])],
+        [CONTAINER_PORT],
+    )
     groups = elbv2.describe_target_groups()["TargetGroups"]
     paths = [g.get("HealthCheckPath") for g in groups]
     report.check("load balancer", "health check on readiness", READINESS_PATH in paths, True)
