@@ -45,7 +45,12 @@ def clients(endpoint: str, region: str) -> Any:
 
 
 def up(
-    environment: str, *, repo_root: Path = REPO_ROOT, state_dir: Path = STATE_DIR, log: Any = print
+    environment: str,
+    *,
+    repo_root: Path = REPO_ROOT,
+    state_dir: Path = STATE_DIR,
+    outdir: Path | None = None,
+    log: Any = print,
 ) -> tuple[Deployment, Report, Report]:
     """Deploy `environment` into a fresh moto server, verify it and run the lifecycle; returns
     (deployment, resource report, lifecycle report). Raises ConfigError, CdkError or
@@ -60,6 +65,7 @@ def up(
         region=config.region,
         server=moto,
         state_dir=state_dir,
+        outdir=outdir,
     )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in deployment.seconds.items())
     log(f"deployed {environment}: 5 stacks with the cdk CLI ({steps})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ def deploy(
         "AWS_ENDPOINT_URL": server.cli_endpoint,
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
         "CDK_DISABLE_VERSION_CHECK": "1",
+        # `python3 app.py` (cdk.json) must be this interpreter, with aws-cdk-lib.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **(extra_env or {}),
     }
     seconds: dict[str, float] = {}
