@@ -16,8 +16,7 @@ never from hand-written arguments:
    AWS_BATCH_JOB_ARRAY_INDEX) and must write its parts and `_SUCCESS` under the output
    prefix, every row accounted for.
 
-The image's paths are mapped to this checkout (`/opt/dsc/examples/` -> `examples/`,
-`python` -> this interpreter, `dsc` -> the venv's), since no container engine is assumed.
+Jobs run as stacks.local.jobs emulates AWS Batch.
 """
 
 from __future__ import annotations
@@ -29,78 +28,31 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stacks.config import EnvironmentConfig
 from stacks.local.deploy import Deployment
+from stacks.local.jobs import (
+    LifecycleError,
+    job_definition,
+    job_environment,
+    local_command,
+    run,
+    schedule_request,
+    substitute,
+)
 from stacks.local.server import MotoServer, free_port
 from stacks.local.verify import Clients, Report
 
-__all__ = ["LifecycleError", "run_lifecycle", "substitute"]
+__all__ = ["LifecycleError", "run_lifecycle"]
 
-_JOB_TIMEOUT = 600.0
 _READY_TIMEOUT = 120.0
 TRAINING_ROWS = 3000
 STREAM_EVENTS = 60
 POISON_RECORDS = 3
-
-
-class LifecycleError(RuntimeError):
-    """A step of the lifecycle failed; the message says which and shows its output."""
-
-
-def substitute(command: Sequence[str], parameters: Mapping[str, str]) -> list[str]:
-    """`command` with each `Ref::name` replaced by parameter `name`, as AWS Batch does.
-    Raises LifecycleError for a Ref with no parameter."""
-    out = []
-    for word in command:
-        if word.startswith("Ref::"):
-            name = word[len("Ref::") :]
-            if name not in parameters:
-                raise LifecycleError(
-                    f"{word} in {list(command)} has no parameter; have {dict(parameters)}"
-                )
-            word = parameters[name]
-        out.append(word)
-    return out
-
-
-def _local_command(command: Sequence[str], repo_root: Path) -> list[str]:
-    bin_dir = Path(sys.executable).parent
-    mapped = []
-    for word in command:
-        if word.startswith("/opt/dsc/examples/"):
-            word = str(repo_root / "examples" / word[len("/opt/dsc/examples/") :])
-        mapped.append(word)
-    if mapped and mapped[0] == "python":
-        mapped[0] = sys.executable
-    elif mapped and mapped[0] == "dsc":
-        mapped[0] = str(bin_dir / "dsc")
-    return mapped
-
-
-def _run(what: str, command: Sequence[str], env: Mapping[str, str], cwd: Path) -> str:
-    try:
-        result = subprocess.run(
-            list(command),
-            env=dict(env),
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=_JOB_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise LifecycleError(f"{what}: timed out after {_JOB_TIMEOUT:.0f}s") from error
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise LifecycleError(
-            f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}"
-        )
-    return result.stdout
 
 
 def run_lifecycle(
@@ -122,7 +74,7 @@ def run_lifecycle(
         work = Path(tmp)
         # 1. training (and scoring) data under the deployed input prefix
         data = work / "churn.parquet"
-        _run(
+        run(
             "dsc example data",
             [
                 str(Path(sys.executable).parent / "dsc"),
@@ -141,12 +93,12 @@ def run_lifecycle(
         log(f"  data: {TRAINING_ROWS} rows -> s3://{bucket}/{key}")
 
         # 2. the training job, from its job definition
-        train = _job(batch, f"{config.name}-train")
+        train = job_definition(batch, f"{config.name}-train")
         command = substitute(train["containerProperties"]["command"], train.get("parameters", {}))
-        out = _run(
+        out = run(
             "training job",
-            _local_command(command, repo_root),
-            {**base_env, **_environment(train)},
+            local_command(command, repo_root),
+            {**base_env, **job_environment(train)},
             work,
         )
         reference = out.strip().splitlines()[-1]
@@ -168,7 +120,7 @@ def run_lifecycle(
         log(f"  training job: {' '.join(command)} -> {reference}, {model} -> {version}")
 
         # 3. the serving task definition, as `dsc serve`
-        _serve(deployment, config, base_env, work, report, version, log)
+        _serve(deployment, config, client, base_env, work, report, version, log)
 
         # 4. the stream: records in, predictions and rejects out
         _stream(deployment, config, server, client, base_env, work, report, log)
@@ -178,29 +130,16 @@ def run_lifecycle(
     return report
 
 
-def _job(batch: Any, name: str) -> dict[str, Any]:
-    found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")[
-        "jobDefinitions"
-    ]
-    if not found:
-        raise LifecycleError(f"no active job definition {name}")
-    return dict(max(found, key=lambda j: j["revision"]))
-
-
-def _environment(job: Mapping[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in job["containerProperties"].get("environment", [])}
-
-
 def _serve(
     d: Deployment,
     config: EnvironmentConfig,
+    client: Clients,
     base_env: Mapping[str, str],
     work: Path,
     report: Report,
     version: str,
     log: Any,
 ) -> None:
-    client = _client_from(base_env)
     cluster = d.output("Serving", "ClusterName")
     service = client("ecs").describe_services(cluster=cluster, services=[f"{config.name}-serving"])[
         "services"
@@ -260,22 +199,6 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-def _client_from(env: Mapping[str, str]) -> Clients:
-    import boto3
-
-    def make(service: str) -> Any:
-        factory: Any = boto3.client
-        return factory(
-            service,
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-
-    return make
-
-
 def _stream(
     d: Deployment,
     config: EnvironmentConfig,
@@ -290,7 +213,7 @@ def _stream(
     dsc = str(Path(sys.executable).parent / "dsc")
     stream = d.output("Online", "StreamName")
     aws = ["--endpoint-url", server.endpoint, "--region", d.region]
-    _run(
+    run(
         "dsc stream put",
         [
             dsc,
@@ -338,15 +261,13 @@ def _stream(
     if "ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", []):
         flags.append("--report-batch-item-failures")
     env = {**base_env, **function["Environment"]["Variables"]}
-    out = _run(
-        "dsc stream run", [dsc, "stream", "run", *aws, "--stream", stream, *flags], env, work
-    )
+    out = run("dsc stream run", [dsc, "stream", "run", *aws, "--stream", stream, *flags], env, work)
     # The handler's own logs come first; the runner's report is the indented JSON at the end.
     lines = out.splitlines()
-    run = json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{") :]))
+    runner = json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{") :]))
     table = function["Environment"]["Variables"]["DSC_PREDICTIONS_TABLE"]
     items = dynamodb.scan(TableName=table, Select="COUNT")["Count"]
-    report.check("stream", "records read", run["records"], STREAM_EVENTS + POISON_RECORDS)
+    report.check("stream", "records read", runner["records"], STREAM_EVENTS + POISON_RECORDS)
     # the poison records are two entities ("broken" has no parsable body at all)
     report.check("predictions table", "one item per scored entity", items, STREAM_EVENTS)
     rejects = _drain(sqs, function["Environment"]["Variables"]["DSC_REJECTS_QUEUE_URL"])
@@ -356,7 +277,7 @@ def _stream(
     )
     log(
         f"  stream: {STREAM_EVENTS}+{POISON_RECORDS} poison records on {stream} -> {items} items in "
-        f"{table}, {len(rejects)} in the rejects queue ({run['invocations']} invocations)"
+        f"{table}, {len(rejects)} in the rejects queue ({runner['invocations']} invocations)"
     )
 
 
@@ -374,37 +295,6 @@ def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
     return messages
 
 
-def _schedule_request(d: Deployment, client: Clients) -> tuple[str, dict[str, Any]]:
-    """The nightly schedule's target ARN and SubmitJob request, read from the synthesized
-    template (moto has no Scheduler model), its Refs resolved to the deployed resources."""
-    physical = {
-        r["LogicalResourceId"]: r["PhysicalResourceId"]
-        for r in client("cloudformation").describe_stack_resources(
-            StackName=f"{d.environment}-Batch"
-        )["StackResources"]
-        if "LogicalResourceId" in r  # moto lists what it has no model for without one
-    }
-
-    def resolve(node: Any) -> str:
-        if isinstance(node, str):
-            return node
-        if "Fn::Join" in node:
-            separator, parts = node["Fn::Join"]
-            return str(separator).join(resolve(part) for part in parts)
-        if node.get("Ref") == "AWS::Partition":
-            return "aws"
-        if "Ref" in node:
-            return str(physical[node["Ref"]])
-        raise LifecycleError(f"cannot resolve {node} in the schedule's target")
-
-    for path in Path(d.assembly).rglob("*.template.json"):
-        for resource in json.loads(path.read_text()).get("Resources", {}).values():
-            if resource["Type"] == "AWS::Scheduler::Schedule":
-                target = resource["Properties"]["Target"]
-                return resolve(target["Arn"]), dict(json.loads(resolve(target["Input"])))
-    raise LifecycleError("no AWS::Scheduler::Schedule in the synthesized templates")
-
-
 def _score(
     d: Deployment,
     config: EnvironmentConfig,
@@ -416,8 +306,8 @@ def _score(
     log: Any,
 ) -> None:
     batch, s3 = client("batch"), client("s3")
-    target, request = _schedule_request(d, client)
-    job = _job(batch, f"{config.name}-score")
+    target, request = schedule_request(d, client)
+    job = job_definition(batch, f"{config.name}-score")
     report.check(
         "nightly schedule", "target", target, "arn:aws:scheduler:::aws-sdk:batch:submitJob"
     )
@@ -427,22 +317,22 @@ def _score(
     report.check(
         "nightly schedule", "job definition", request["JobDefinition"], job["jobDefinitionArn"]
     )
-    run = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    scheduled = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     parameters = {
-        k: v.replace("<aws.scheduler.scheduled-time>", run)
+        k: v.replace("<aws.scheduler.scheduled-time>", scheduled)
         for k, v in request["Parameters"].items()
     }
     size = int(request.get("ArrayProperties", {}).get("Size", 1))
     report.check(
         "nightly schedule", "array size is the shard count", size, config.batch.shard_count
     )
-    command = _local_command(
+    command = local_command(
         substitute(job["containerProperties"]["command"], parameters), repo_root
     )
-    env = {**base_env, **_environment(job)}
+    env = {**base_env, **job_environment(job)}
     for index in range(size):
         child = {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)} if size > 1 else env
-        _run(f"scoring job child {index}", command, child, work)
+        run(f"scoring job child {index}", command, child, work)
     output = parameters["output"]
     bucket, _, prefix = output.removeprefix("s3://").partition("/")
     success = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}_SUCCESS")["Body"].read())
