@@ -176,3 +176,97 @@ def test_listing_is_limited_to_the_granted_prefixes(platform: Any, dev_env: str)
             for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
                 if statement["Action"] == "s3:ListBucket":
                     assert statement["Condition"]["StringLike"]["s3:prefix"], statement
+
+
+def _deny(sid: str, actions: Any, resources: list[str], condition: Any = None) -> Any:
+    statement: dict[str, Any] = {
+        "Sid": sid,
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": actions,
+        "Resource": [
+            {"Fn::Join": ["", [Match.any_value(), f"/{resource}"]]} for resource in resources
+        ],
+    }
+    if condition is not None:
+        statement["Condition"] = condition
+    return Match.object_like(statement)
+
+
+def test_versions_and_audit_records_are_create_only_for_everyone(template_of: TemplateOf) -> None:
+    # A PutObject (or CompleteMultipartUpload) without If-None-Match under versions/ or
+    # audit/ is denied, whoever sends it; the training role's grant cannot overrule a Deny.
+    template_of("Archive").has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        _deny(
+                            "VersionsAndAuditAreCreateOnly",
+                            "s3:PutObject",
+                            ["models/*/versions/*", "models/*/audit/*"],
+                            {
+                                "Null": {"s3:if-none-match": "true"},
+                                "Bool": {"s3:ObjectCreationOperation": "true"},
+                            },
+                        ),
+                        _deny(
+                            "VersionsAndAuditAreNeverDeleted",
+                            ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                            ["models/*/versions/*", "models/*/audit/*"],
+                        ),
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_aliases_are_written_new_or_by_compare_and_swap(template_of: TemplateOf) -> None:
+    template_of("Archive").has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        _deny(
+                            "AliasesMoveByCompareAndSwap",
+                            "s3:PutObject",
+                            ["models/*/aliases/*"],
+                            {
+                                "Null": {"s3:if-none-match": "true", "s3:if-match": "true"},
+                                "Bool": {"s3:ObjectCreationOperation": "true"},
+                            },
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_access_log_bucket_is_versioned_and_its_old_copies_expire(
+    template_of: TemplateOf, dev_env: str
+) -> None:
+    template_of("Archive").has_resource_properties(
+        "AWS::S3::Bucket",
+        Match.object_like(
+            {
+                "BucketName": Match.string_like_regexp(rf"^{dev_env}-logs-"),
+                "VersioningConfiguration": {"Status": "Enabled"},
+                "LifecycleConfiguration": {
+                    "Rules": [
+                        Match.object_like(
+                            {
+                                "ExpirationInDays": Match.any_value(),
+                                "NoncurrentVersionExpiration": {
+                                    "NoncurrentDays": Match.any_value()
+                                },
+                            }
+                        )
+                    ]
+                },
+            }
+        ),
+    )
