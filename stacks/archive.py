@@ -123,7 +123,7 @@ class Archive(Construct):
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:PutObject"],
-                resources=[models("models/*/versions/*"), models("models/*/audit/*")],
+                resources=[models("models/*/audit/*"), models("models/*/versions/*")],
                 conditions={"Null": {_IF_NONE_MATCH: "true"}, **_WHOLE_OBJECT},
             )
         )
@@ -145,7 +145,7 @@ class Archive(Construct):
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
-                resources=[models("models/*/versions/*"), models("models/*/audit/*")],
+                resources=[models("models/*/audit/*"), models("models/*/versions/*")],
             )
         )
 

@@ -188,6 +188,8 @@ def _deny(sid: str, actions: Any, resources: list[str], condition: Any = None) -
             {"Fn::Join": ["", [Match.any_value(), f"/{resource}"]]} for resource in resources
         ],
     }
+    if len(resources) == 1:  # CloudFormation renders a single resource without the list
+        statement["Resource"] = statement["Resource"][0]
     if condition is not None:
         statement["Condition"] = condition
     return Match.object_like(statement)
@@ -205,7 +207,7 @@ def test_versions_and_audit_records_are_create_only_for_everyone(template_of: Te
                         _deny(
                             "VersionsAndAuditAreCreateOnly",
                             "s3:PutObject",
-                            ["models/*/versions/*", "models/*/audit/*"],
+                            ["models/*/audit/*", "models/*/versions/*"],
                             {
                                 "Null": {"s3:if-none-match": "true"},
                                 "Bool": {"s3:ObjectCreationOperation": "true"},
@@ -214,7 +216,7 @@ def test_versions_and_audit_records_are_create_only_for_everyone(template_of: Te
                         _deny(
                             "VersionsAndAuditAreNeverDeleted",
                             ["s3:DeleteObject", "s3:DeleteObjectVersion"],
-                            ["models/*/versions/*", "models/*/audit/*"],
+                            ["models/*/audit/*", "models/*/versions/*"],
                         ),
                     ]
                 )
