@@ -64,7 +64,8 @@ class Ref:
     """``NAME``, ``NAME@VERSION``, ``NAME@ALIAS``, or a path to an artifact directory.
 
     However it is made (parsed or constructed), an archive reference obeys the rule of
-    :mod:`dscloud.refs`; a ``Ref`` holding ``../..`` cannot exist.
+    :mod:`dscloud.refs`: no ``Ref`` can name ``../..`` as a model. A path reference is a
+    directory the caller chose, read as an artifact and never joined to archive keys.
     """
 
     name: str = ""
