@@ -5,11 +5,9 @@
 # awslambdaric, the runtime interface client the base image carries. Lambda runs it as
 #   ENTRYPOINT python -m awslambdaric   CMD dscloud.stream.handler.handler
 #
-# Built offline from wheels downloaded beforehand (no network inside the build):
-#   .venv/bin/pip download --only-binary=:all: --python-version 3.11 --implementation cp \
-#       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-#       -r docker/requirements-lambda-image.txt "setuptools>=68" wheel -d wheels/
-#   buildah bud --pull=never --ignorefile docker/lambda.Dockerfile.dockerignore \
+# Built offline from hash-checked wheels (docs/images.md; `make images` does all of it):
+#   docker/fetch-wheels.sh
+#   buildah bud --format docker --pull=never --ignorefile docker/lambda.Dockerfile.dockerignore \
 #       -f docker/lambda.Dockerfile -t dsc-lambda .
 # Configure with the same environment as the zip: DSC_ARCHIVE, DSC_MODELS,
 # DSC_PREDICTIONS_TABLE, DSC_REJECTS_QUEUE_URL, DSC_REFRESH_SECONDS (dscloud.settings).
@@ -17,12 +15,12 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY wheels/ /wheels/
-COPY docker/requirements-lambda.txt docker/requirements-lambda-image.txt docker/
+COPY docker/requirements-lambda-image.lock docker/
 COPY runtime/ runtime/
 # pip from a throwaway venv: the locally made base image has no pip on PATH
 RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        --target /var/task -r docker/requirements-lambda-image.txt \
+        --require-hashes --target /var/task -r docker/requirements-lambda-image.lock \
     && /opt/build/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps \
         --target /var/task ./runtime \
     && rm -rf /var/task/bin \
