@@ -17,11 +17,12 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY wheels/ /wheels/
 COPY docker/requirements-batch.lock docker/
-COPY runtime/ runtime/
+# The locked packages first, the runtime after: a code change rebuilds only the last step.
 RUN python3 -m venv /opt/dsc \
     && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --require-hashes \
-        -r docker/requirements-batch.lock \
-    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
+        -r docker/requirements-batch.lock
+COPY runtime/ runtime/
+RUN /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
     && /opt/dsc/bin/pip uninstall --yes --quiet pip
 
 FROM python:3.11-slim
@@ -31,7 +32,9 @@ LABEL org.opencontainers.image.revision=$GIT_COMMIT \
 RUN useradd --system --uid 10001 --home-dir /tmp --shell /usr/sbin/nologin dsc
 COPY --from=build /opt/dsc /opt/dsc
 COPY examples/train_churn.py /opt/dsc/examples/train_churn.py
+# ORT_DISABLE_TELEMETRY: ONNX Runtime (1.29 and later) otherwise uploads usage events.
 ENV PATH=/opt/dsc/bin:$PATH \
+    ORT_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DSC_GIT_COMMIT=$GIT_COMMIT \

@@ -16,12 +16,13 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY wheels/ /wheels/
 COPY docker/requirements-lambda-image.lock docker/
-COPY runtime/ runtime/
-# pip from a throwaway venv: the locally made base image has no pip on PATH
+# pip from a throwaway venv: the locally made base image has no pip on PATH. The locked
+# packages first, the runtime after: a code change rebuilds only the last step.
 RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        --require-hashes --target /var/task -r docker/requirements-lambda-image.lock \
-    && /opt/build/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps \
+        --require-hashes --target /var/task -r docker/requirements-lambda-image.lock
+COPY runtime/ runtime/
+RUN /opt/build/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps \
         --target /var/task ./runtime \
     && rm -rf /var/task/bin \
     && python3 -c "import pathlib, sys; bad = [p for p in ('sklearn', 'skl2onnx', 'pandas') if pathlib.Path('/var/task', p).exists()]; sys.exit(f'training libraries in the image: {bad}' if bad else 0)"
@@ -30,7 +31,9 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin dsc
 COPY --from=build /var/task /var/task
 WORKDIR /var/task
+# ORT_DISABLE_TELEMETRY: ONNX Runtime (1.29 and later) otherwise uploads usage events.
 ENV PYTHONPATH=/var/task \
+    ORT_DISABLE_TELEMETRY=1 \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -13,18 +13,22 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY wheels/ /wheels/
 COPY docker/requirements-serving.lock docker/
-COPY runtime/ runtime/
+# The locked packages first, the runtime after: a code change rebuilds only the last step.
 RUN python3 -m venv /opt/dsc \
     && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --require-hashes \
-        -r docker/requirements-serving.lock \
-    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
+        -r docker/requirements-serving.lock
+COPY runtime/ runtime/
+RUN /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
     && /opt/dsc/bin/pip uninstall --yes --quiet pip
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin dsc
 COPY --from=build /opt/dsc /opt/dsc
 COPY --chmod=0755 docker/serve /usr/local/bin/serve
+# ORT_DISABLE_TELEMETRY: ONNX Runtime (1.29 and later) otherwise uploads usage events and
+# writes a device id under $HOME; a serving task has no business calling out.
 ENV PATH=/opt/dsc/bin:$PATH \
+    ORT_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DSC_HOST=0.0.0.0 \

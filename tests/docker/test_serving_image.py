@@ -183,7 +183,7 @@ def test_unreadable_archive_is_one_line(run_container: Any, tmp_path: Path) -> N
     lines = container.logs().strip().splitlines()
     assert code != 0
     assert "Traceback" not in "\n".join(lines)
-    assert lines[-1].startswith("dsc: error: archive: cannot list"), lines
+    assert lines[-1].startswith("dsc: error: archive: cannot read"), lines
     assert "Permission denied" in lines[-1] and f"uid {IMAGE_UID}" in lines[-1]
 
 
@@ -206,7 +206,7 @@ def test_concurrent_maximum_bodies_fit_the_default_task_memory(
         options=("--memory", memory, "--memory-swap", memory),
     )
     container.wait_ready()
-    limit = Settings.from_env().max_body_bytes
+    limit = Settings.from_env({}).max_body_bytes
     body = csv_body(golden_rows(churn_artifact), at_least=limit - 64 * 1024)
     assert len(body) <= limit
 
