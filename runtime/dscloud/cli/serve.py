@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dscloud import cli_common
+from dscloud.cli import common
 
 __all__ = ["register"]
 
@@ -48,14 +48,14 @@ def register(sub: Any) -> None:
         type=int,
         help="largest request body (default: $DSC_MAX_BODY_BYTES or 16 MiB)",
     )
-    p.set_defaults(run=_run)
+    p.set_defaults(run=cmd_serve)
 
 
-def _run(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from dscloud.server.run import serve
 
     serve(
-        cli_common.settings(
+        common.settings(
             args,
             models=args.refs or None,
             host=args.host,
