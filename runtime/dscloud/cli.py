@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from dscloud import cli_batch, cli_models, cli_serve, cli_stream
 from dscloud.errors import DscError
+from dscloud.settings import cli_argument
 
 __all__ = ["main", "parser"]
 
@@ -23,11 +24,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="dsc", description="Package, archive, serve, stream and batch-score ONNX models."
     )
-    root.add_argument(
-        "--archive",
-        help="archive URI: a directory, file:///PATH or s3://BUCKET/PREFIX "
-        "(default: $DSC_ARCHIVE or .dsc/archive)",
-    )
+    root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cli_models, cli_serve, cli_stream, cli_batch):
