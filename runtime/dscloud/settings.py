@@ -28,7 +28,15 @@ from typing import Any, Literal
 from dscloud.archive import DEFAULT_ARCHIVE
 from dscloud.errors import ConfigError
 
-__all__ = ["OTHER_VARIABLES", "SETTINGS", "Setting", "Settings", "cli_argument", "markdown"]
+__all__ = [
+    "OTHER_VARIABLES",
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "cli_argument",
+    "markdown",
+    "read",
+]
 
 Kind = Literal["text", "refs", "int", "float"]
 Value = str | int | float | tuple[str, ...] | None
@@ -278,6 +286,15 @@ class Settings:
         values: dict[str, Any] = {setting.name: setting.read(env) for setting in SETTINGS}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def read(name: str, env: Mapping[str, str] | None = None) -> Value:
+    """One setting's value from ``env`` (default ``os.environ``) by the table's rules, for
+    an edge that needs only that one (``dscloud.publish`` and the archive).
+
+    Raises :class:`KeyError` for a name not in :data:`SETTINGS` and :class:`ConfigError`
+    naming the variable when its text is not valid."""
+    return _BY_NAME[name].read(os.environ if env is None else env)
 
 
 def cli_argument(name: str, *, help: str | None = None) -> dict[str, Any]:
