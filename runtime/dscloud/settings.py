@@ -226,6 +226,10 @@ OTHER_VARIABLES: Mapping[str, str] = {
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def _default(name: str) -> Any:
+    return _BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every runtime setting, checked against :data:`SETTINGS` when constructed.
@@ -235,20 +239,21 @@ class Settings:
     ``shard_count``.
     """
 
-    archive: str = DEFAULT_ARCHIVE
-    models: tuple[str, ...] = ()
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    threads: int = 1
-    refresh_seconds: float = 30.0
-    max_body_bytes: int = 16 * 1024 * 1024
-    predictions_table: str | None = None
-    output_stream: str | None = None
-    rejects_queue_url: str | None = None
-    shard_index: int = 0
-    shard_count: int = 1
-    s3_endpoint: str | None = None
+    # Defaults come from the table: each is declared once, in its row.
+    archive: str = _default("archive")
+    models: tuple[str, ...] = _default("models")
+    host: str = _default("host")
+    port: int = _default("port")
+    workers: int = _default("workers")
+    threads: int = _default("threads")
+    refresh_seconds: float = _default("refresh_seconds")
+    max_body_bytes: int = _default("max_body_bytes")
+    predictions_table: str | None = _default("predictions_table")
+    output_stream: str | None = _default("output_stream")
+    rejects_queue_url: str | None = _default("rejects_queue_url")
+    shard_index: int = _default("shard_index")
+    shard_count: int = _default("shard_count")
+    s3_endpoint: str | None = _default("s3_endpoint")
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
