@@ -20,6 +20,7 @@ for the few variables in :data:`OTHER_VARIABLES`, which belong to the code that 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,8 +131,11 @@ class Setting:
         raise ConfigError(f"{self.name}={value!r} ({self.sources}): expected {self.expected}")
 
     def _in_range(self, number: float) -> bool:
-        return (self.minimum is None or number >= self.minimum) and (
-            self.maximum is None or number <= self.maximum
+        # NaN fails every comparison; infinity is no number of seconds or bytes either.
+        return (
+            math.isfinite(number)
+            and (self.minimum is None or number >= self.minimum)
+            and (self.maximum is None or number <= self.maximum)
         )
 
 

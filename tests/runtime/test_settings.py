@@ -35,6 +35,8 @@ def test_every_field_has_exactly_one_row_in_order() -> None:
         ({"DSC_PORT": "65536"}, "DSC_PORT='65536': expected an integer in 0..65535"),
         ({"DSC_WORKERS": "0"}, "DSC_WORKERS='0': expected an integer >= 1"),
         ({"DSC_REFRESH_SECONDS": "-1"}, "DSC_REFRESH_SECONDS='-1': expected a number >= 0"),
+        ({"DSC_REFRESH_SECONDS": "inf"}, "DSC_REFRESH_SECONDS='inf': expected a number >= 0"),
+        ({"DSC_REFRESH_SECONDS": "nan"}, "DSC_REFRESH_SECONDS='nan': expected a number >= 0"),
         ({"AWS_BATCH_JOB_ARRAY_INDEX": "-1"}, "AWS_BATCH_JOB_ARRAY_INDEX='-1': expected an"),
         (
             {"AWS_BATCH_JOB_ARRAY_INDEX": "4", "DSC_SHARD_COUNT": "4"},
