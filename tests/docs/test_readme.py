@@ -4,7 +4,6 @@ data-science quickstart runs as written, and every relative link of the manual r
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import socket
@@ -14,10 +13,14 @@ import time
 import tomllib
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.docs.pages import LANDING_PAGES, ROOT, all_pages, page
+
+if TYPE_CHECKING:
+    from tests.docs.conftest import Quickstart
 
 README_LIMIT = 10 * 1024
 
@@ -68,32 +71,22 @@ def _get(url: str, deadline: float, server: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.slow
-def test_the_data_scientist_quickstart_runs_as_written(tmp_path: Path) -> None:
-    # given the README's Python block and shell block, run as a reader would
-    readme = page("README.md")
-    (python_block,) = [b for b in readme.fenced("python")]
-    shell = [line for b in readme.fenced("bash") for line in b.splitlines() if "curl" in line]
-    body = re.search(r"-d '(\{.*\})'", shell[0])
+def test_the_data_scientist_quickstart_runs_as_written(quickstart: Quickstart) -> None:
+    # given the README's Python block has trained, packaged and published
+    # then it printed the new reference, published into $DSC_ARCHIVE
+    assert quickstart.stdout.strip() == "churn@1"
+    assert (quickstart.archive / "models/churn/versions/1/envelope.json").is_file()
+    # and the README's shell steps promote, serve and score its row over HTTP
+    shell = [line for b in page("README.md").fenced("bash") for line in b.splitlines()]
+    body = re.search(r"-d '(\{.*\})'", next(line for line in shell if "curl" in line))
     assert body is not None, "the quickstart's curl line lost its JSON body"
-    env = {**os.environ, "DSC_ARCHIVE": str(tmp_path / "archive")}
-    bin_dir = Path(sys.executable).parent
-    # when the Python block trains, packages and publishes
-    done = subprocess.run(
-        [sys.executable, "-c", python_block],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    # then it prints the new reference, published into $DSC_ARCHIVE
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "churn@1"
-    assert (tmp_path / "archive/models/churn/versions/1/envelope.json").is_file()
-    # and the shell steps promote, serve and score the README's row over HTTP
-    dsc = str(bin_dir / "dsc")
+    dsc = str(Path(sys.executable).with_name("dsc"))
     promote = [dsc, "promote", "churn", "1", "--alias", "production"]
-    subprocess.run(promote, env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(promote, env=quickstart.env, check=True, capture_output=True, timeout=60)
     port = _free_port()
     server = subprocess.Popen(
         [dsc, "serve", "churn@production", "--port", str(port), "--refresh-seconds", "0"],
-        env=env,
+        env=quickstart.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -112,6 +105,16 @@ def test_the_data_scientist_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert len(scored["predictions"]) == 1
     assert scored["model"]["version"] == 1
     assert set(scored["predictions"][0]) >= {"label", "probabilities"}
+
+
+@pytest.mark.slow
+def test_the_envelope_table_names_every_section(quickstart: Quickstart) -> None:
+    envelope = json.loads(
+        (quickstart.archive / "models/churn/versions/1/envelope.json").read_text()
+    )
+    rows = page("docs/data-scientists.md").table("| section |")
+    documented = {re.findall(r"`(\w+)`", row[0])[0] for row in rows}
+    assert documented == set(envelope) - {"format_version"}
 
 
 def _links() -> list[tuple[str, str]]:
