@@ -151,3 +151,21 @@ def test_every_make_target_mentioned_exists() -> None:
     assert not missing.keys() - LANDING_TARGETS, (
         f"make targets the Makefile does not define: {missing}"
     )
+
+
+def _leaves(path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    commands = subcommands(DSC, path)
+    if not commands:
+        return [path]
+    return [leaf for command in sorted(commands) for leaf in _leaves((*path, command))]
+
+
+def test_every_command_of_the_cli_is_in_the_manual() -> None:
+    mentioned = set()
+    for _, launcher, tokens in mentions():
+        path, _ = _command_path(launcher, tokens)
+        mentioned |= {path[:i] for i in range(1, len(path) + 1)}
+    leaves = _leaves()
+    assert ("stream", "run") in leaves  # the walk reaches the nested commands
+    undocumented = [" ".join(leaf) for leaf in leaves if leaf not in mentioned]
+    assert not undocumented, f"dsc commands no page mentions: {undocumented}"
