@@ -19,7 +19,6 @@ from dscloud.archive import Archive, Ref
 from dscloud.envelope import Artifact, Envelope
 from dscloud.errors import DscError
 from dscloud.scorer import Predictions, Scorer
-from dscloud.settings import read as _read_setting
 
 if TYPE_CHECKING:
     from dscloud.export import Tolerance, package
@@ -46,7 +45,7 @@ def publish(
     """Publish ``artifact`` as the next version in ``archive`` (default: ``DSC_ARCHIVE`` or
     ``.dsc/archive``); returns the envelope with its version number."""
     if not isinstance(archive, Archive):
-        archive = Archive.open(archive if archive is not None else str(_read_setting("archive")))
+        archive = Archive.open(archive if archive is not None else os.environ.get("DSC_ARCHIVE"))
     return archive.publish(artifact.envelope, artifact.model)
 
 

@@ -36,7 +36,6 @@ __all__ = [
     "Settings",
     "cli_argument",
     "markdown",
-    "read",
 ]
 
 Kind = Literal["text", "refs", "int", "float"]
@@ -295,15 +294,6 @@ class Settings:
         values: dict[str, Any] = {setting.name: setting.read(env) for setting in SETTINGS}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-def read(name: str, env: Mapping[str, str] | None = None) -> Value:
-    """One setting's value from ``env`` (default ``os.environ``) by the table's rules, for
-    an edge that needs only that one (``dscloud.publish`` and the archive).
-
-    Raises :class:`KeyError` for a name not in :data:`SETTINGS` and :class:`ConfigError`
-    naming the variable when its text is not valid."""
-    return _BY_NAME[name].read(os.environ if env is None else env)
 
 
 def cli_argument(name: str, *, help: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 
 from dscloud.errors import ConfigError
-from dscloud.settings import SETTINGS, Settings, cli_argument, read
+from dscloud.settings import SETTINGS, Settings, cli_argument
 
 
 def test_environment_then_flags() -> None:
@@ -114,10 +114,3 @@ def test_a_flag_parses_with_the_table_and_names_the_variable_in_its_help() -> No
     help_text = " ".join(parser.format_help().split())
     assert "(default: $DSC_PORT or 8080)" in help_text
     assert "poll (default: $DSC_REFRESH_SECONDS or 30)" in help_text
-
-
-def test_one_setting_is_read_by_the_same_rules() -> None:
-    assert read("archive", {}) == ".dsc/archive"
-    assert read("port", {"DSC_PORT": "9000", "DSC_WORKERS": "not checked"}) == 9000
-    with pytest.raises(ConfigError, match="DSC_PORT='x'"):
-        read("port", {"DSC_PORT": "x"})
