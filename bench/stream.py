@@ -150,7 +150,7 @@ class T:
 class Q:
     def send(self, r): return [None] * len(r)
 live = LiveModel(Archive.open(sys.argv[1]), "churn@production")
-app = h.StreamScorer(live, table=T(), rejects=Q(), refresh_seconds=0)
+app = h.StreamScorer(live, sinks=[T()], rejects=Q(), refresh_seconds=0)
 t_load = time.perf_counter()
 event = json.load(open(sys.argv[2]))
 r = app.handle(event, None)
@@ -238,7 +238,7 @@ def main() -> None:
     # scoring core alone, and the handler with writes stubbed out
     features = [parse_payload(p).features for p in data]
     results["core_score_records"] = timed(lambda: live.scorer.score_records(features), args.repeat)
-    stubbed = StreamScorer(live, table=StubTable(), rejects=StubQueue(), refresh_seconds=0)  # type: ignore[arg-type]
+    stubbed = StreamScorer(live, sinks=[StubTable()], rejects=StubQueue(), refresh_seconds=0)
     results["ours_stubbed"] = timed(lambda: stubbed.handle(event, None), args.repeat)
     naive_stub = NaiveHandler(trained.estimator, lambda _item: None)
     results["naive_stubbed"] = timed(lambda: naive_stub(event), max(1, args.repeat // 3))
@@ -251,7 +251,7 @@ def main() -> None:
         made = create_resources(kinesis=kin, dynamodb=ddb, sqs=sqs)
         ours = StreamScorer(
             live,
-            table=PredictionTable(ddb, made.table),
+            sinks=[PredictionTable(ddb, made.table)],
             rejects=RejectsQueue(sqs, made.rejects_url),
             refresh_seconds=0,
         )

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 import dscloud
 from dscloud import example
@@ -39,20 +37,14 @@ __all__ = ["load_data", "main"]
 
 
 def load_data(uri: str, *, s3_endpoint: str | None = None) -> pd.DataFrame:
-    """Every row of the Parquet/CSV file or prefix at ``uri`` as one DataFrame.
+    """Every row of the data file or prefix at ``uri`` (any batch input format) as one DataFrame.
 
     Raises :class:`ConfigError` when the data lacks a feature or the label.
     """
-    from dscloud.batch import Location, list_inputs
+    from dscloud.batch import Location, formats, list_inputs
 
     location = Location(uri, s3_endpoint=s3_endpoint)
-    tables = []
-    for f in list_inputs(location):
-        with location.open_input(f.path) as stream:
-            if f.format == "parquet":
-                tables.append(pq.read_table(stream))
-            else:
-                tables.append(pacsv.read_csv(stream))
+    tables = [formats.named(f.format).read_table(location, f.path) for f in list_inputs(location)]
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     missing = [c for c in [*example.FEATURES, example.LABEL] if c not in frame.columns]
     if missing:

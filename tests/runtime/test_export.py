@@ -149,45 +149,6 @@ def test_envelope_records_provenance_data_and_goldens(churn_artifact) -> None:
     assert set(env.goldens[0].outputs) == {"label", "probabilities"}
 
 
-def test_data_fingerprint_changes_with_the_data(churn_example) -> None:
-    from dscloud.export import data_summary
-
-    a = data_summary(churn_example.X_train)
-    b = data_summary(churn_example.X_train.iloc[:-1])
-    assert a["fingerprint"] != b["fingerprint"]
-    assert a["fingerprint"] == data_summary(churn_example.X_train.copy())["fingerprint"]
-
-
-def test_git_commit_is_detected(tmp_path) -> None:
-    import subprocess
-
-    from dscloud.export import git_info
-
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    (tmp_path / "train.py").write_text("print(1)\n")
-    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(tmp_path),
-            "-c",
-            "user.email=a@b",
-            "-c",
-            "user.name=a",
-            "commit",
-            "-qm",
-            "x",
-        ],
-        check=True,
-    )
-    clean = git_info(tmp_path)
-    (tmp_path / "train.py").write_text("print(2)\n")
-    dirty = git_info(tmp_path)
-    assert len(clean["commit"]) == 40 and clean["dirty"] is False
-    assert dirty["dirty"] is True
-
-
 def test_parity_gate_refuses_a_model_that_scores_differently() -> None:
     # given large-magnitude features: float32 (ONNX) cannot represent what float64 fitted
     rng = np.random.default_rng(0)
@@ -231,11 +192,3 @@ def test_empty_sample_is_refused(numeric) -> None:
     est = LogisticRegression().fit(X, y)
     with pytest.raises(ExportError, match="empty"):
         dscloud.package(est, X.iloc[:0], name="m")
-
-
-def test_commit_comes_from_the_environment_outside_git(tmp_path, monkeypatch) -> None:
-    from dscloud.export import git_info
-
-    monkeypatch.setenv("DSC_GIT_COMMIT", "a" * 40)
-    info = git_info(tmp_path)  # tmp_path is not a checkout
-    assert info["commit"] == "a" * 40 and info["source"] == "DSC_GIT_COMMIT"

@@ -1,4 +1,4 @@
-"""The batch adapter: score every row of a Parquet or CSV data set, shard ``i`` of ``n``.
+"""The batch adapter: score every row of a data set (Parquet, CSV, ...), shard ``i`` of ``n``.
 
 The same command runs on a laptop (``--workers N`` uses its cores) and as an AWS Batch
 array job (each child is one shard; ``AWS_BATCH_JOB_ARRAY_INDEX`` says which)::
@@ -14,20 +14,24 @@ Output layout (the same in a directory and under an S3 prefix)::
     _temporary/                              in-flight writes; never read
 
 Modules: :mod:`~dscloud.batch.plan` (which rows belong to which shard),
-:mod:`~dscloud.batch.reader` and :mod:`~dscloud.batch.writer` (streaming IO),
+:mod:`~dscloud.batch.formats` (one class per input format, and their registry),
+:mod:`~dscloud.batch.reader` (Arrow columns to the scorer's) and
+:mod:`~dscloud.batch.writer` (streaming output),
 :mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.job` (one shard, or
 all of them in a process pool). pyarrow is imported here and nowhere else in the runtime.
 """
 
 from __future__ import annotations
 
+from dscloud.batch.formats import Format, list_inputs
 from dscloud.batch.job import ScoreJob, plan_job, run_local, run_shard
-from dscloud.batch.locations import InputFile, Location, list_inputs
+from dscloud.batch.locations import InputFile, Location
 from dscloud.batch.manifest import SUCCESS, ShardManifest, finalize, read_success
 from dscloud.batch.plan import RowGroup, ShardPlan, WorkUnit
 
 __all__ = [
     "SUCCESS",
+    "Format",
     "InputFile",
     "Location",
     "RowGroup",

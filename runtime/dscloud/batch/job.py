@@ -25,8 +25,10 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from dscloud.archive import Archive, Ref
+from dscloud.batch import formats
 from dscloud.batch.allocator import keep_freed_memory
-from dscloud.batch.locations import Location, list_inputs
+from dscloud.batch.formats import Chunk, list_inputs
+from dscloud.batch.locations import Location
 from dscloud.batch.manifest import (
     SUCCESS,
     ShardManifest,
@@ -36,16 +38,9 @@ from dscloud.batch.manifest import (
     read_success,
 )
 from dscloud.batch.pipeline import Stage, prefetch
-from dscloud.batch.plan import ShardPlan
+from dscloud.batch.plan import ShardPlan, WorkUnit
 from dscloud.batch.progress import Progress
-from dscloud.batch.reader import (
-    Chunk,
-    columns_for_scoring,
-    file_columns,
-    iter_chunks,
-    read_footer,
-    unit_rows,
-)
+from dscloud.batch.reader import columns_for_scoring
 from dscloud.batch.writer import (
     MODEL_COLUMNS,
     PartWriter,
@@ -91,8 +86,8 @@ class ScoreJob:
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
             raise ConfigError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
-        if self.format not in (None, "parquet", "csv"):
-            raise ConfigError(f"--format {self.format!r}: expected parquet or csv")
+        if self.format is not None:
+            formats.named(self.format)  # raises ConfigError naming the known formats
 
     def location(self, uri: str) -> Location:
         return Location(uri, s3_endpoint=self.s3_endpoint)
@@ -105,7 +100,11 @@ def plan_job(job: ScoreJob) -> ShardPlan:
     """
     source = job.location(job.input)
     files = list_inputs(source, format=job.format)
-    return ShardPlan.build(files, job.shard_count, footers=lambda f: read_footer(source, f))
+    return ShardPlan.build(
+        files,
+        job.shard_count,
+        footers=lambda f: formats.named(f.format).row_groups(source, f.path),
+    )
 
 
 def load_scorer(job: ScoreJob) -> Scorer:
@@ -151,7 +150,7 @@ def run_shard(
     keys = _keys(job, source, plan)
     features = scorer.schema.names
     columns = list(dict.fromkeys([*keys, *features]))
-    known = [unit_rows(source, u) for u in units]
+    known = [_unit_rows(source, u) for u in units]
     total = None if any(r is None for r in known) else sum(r or 0 for r in known)
     manifest = ShardManifest(
         shard_index=index,
@@ -172,7 +171,8 @@ def run_shard(
 
     def decoded() -> Iterator[tuple[Chunk, dict[str, Any]]]:
         for unit in units:
-            chunks = iter_chunks(source, unit, columns, scorer.schema, job.chunk_rows)
+            fmt = formats.named(unit.format)
+            chunks = fmt.chunks(source, unit, columns, scorer.schema, job.chunk_rows)
             while True:
                 t = time.perf_counter()
                 chunk = next(chunks, None)
@@ -274,7 +274,16 @@ def _keys(job: ScoreJob, source: Location, plan: ShardPlan) -> list[str]:
         return list(job.keys)
     if not plan.units:
         return []
-    return [DEFAULT_KEY] if DEFAULT_KEY in file_columns(source, plan.units[0]) else []
+    first = plan.units[0]
+    columns = formats.named(first.format).columns(source, first.path)
+    return [DEFAULT_KEY] if DEFAULT_KEY in columns else []
+
+
+def _unit_rows(source: Location, unit: WorkUnit) -> int | None:
+    """Rows in ``unit`` when known without reading them (planned, or in a footer), else None."""
+    if unit.rows is not None:
+        return unit.rows
+    return formats.named(unit.format).rows(source, unit.path)
 
 
 # -- a local process pool --------------------------------------------------------------------

@@ -21,29 +21,19 @@ import pyarrow.fs as pafs
 
 from dscloud.errors import ConfigError, DataError
 
-__all__ = ["FORMATS", "InputFile", "Location", "list_inputs"]
+__all__ = ["InputFile", "Location"]
 
 TEMPORARY = "_temporary"
-
-#: Input formats by file suffix.
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """One input file: its path inside the filesystem, size in bytes and format."""
+    """One input file: its path inside the filesystem, size in bytes and format name
+    (see :mod:`dscloud.batch.formats`)."""
 
     path: str
     size: int
     format: str
-
-
-def _format_of(path: str) -> str | None:
-    name = path.rsplit("/", 1)[-1].lower()
-    for suffix, fmt in FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
-    return None
 
 
 class Location:
@@ -186,39 +176,3 @@ def _display(uri: str) -> str:
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     return Path(uri).expanduser().resolve().as_posix()
-
-
-def list_inputs(location: Location, *, format: str | None = None) -> list[InputFile]:
-    """The input files at ``location``: the file itself, or every data file under the prefix.
-
-    Files and directories starting with ``_`` or ``.`` are skipped, as are files whose suffix
-    is not a known format. Returns files sorted by path, all of one format. Raises
-    :class:`ConfigError` when nothing is found or formats are mixed and ``format`` is None.
-    """
-    info = location.info(location.path)
-    if info.type == pafs.FileType.File:
-        fmt = format or _format_of(info.path)
-        if fmt is None:
-            raise ConfigError(
-                f"input {location.uri}: unknown format; name it .parquet or .csv, or pass --format"
-            )
-        return [InputFile(info.path, int(info.size or 0), fmt)]
-    found: list[InputFile] = []
-    for entry in location.files(location.path):
-        relative = entry.path[len(location.path) :].lstrip("/")
-        if any(part.startswith(("_", ".")) for part in relative.split("/")):
-            continue
-        fmt = _format_of(entry.path)
-        if fmt is None or (format is not None and fmt != format):
-            continue
-        found.append(InputFile(entry.path, int(entry.size or 0), fmt))
-    if not found:
-        raise ConfigError(
-            f"input {location.uri}: no .parquet or .csv files found (is the URI right?)"
-        )
-    formats = sorted({f.format for f in found})
-    if len(formats) > 1:
-        raise ConfigError(
-            f"input {location.uri} mixes formats {formats}; pass --format to pick one"
-        )
-    return found

@@ -1,7 +1,8 @@
 """Which rows shard *i* of *n* scores: a deterministic plan every array-job child agrees on.
 
-The input files, sorted by path, are cut into *units*: a whole file, or, for a Parquet
-file larger than one shard's share of the bytes, each of its row groups. Units are laid
+The input files, sorted by path, are cut into *units*: a whole file, or, for a file larger
+than one shard's share of the bytes whose format has row groups (Parquet), each of its row
+groups. Units are laid
 end to end by size and shard ``i`` takes the units whose midpoint falls in the ``i``-th
 ``1/n`` of the total. So:
 
@@ -13,11 +14,15 @@ end to end by size and shard ``i`` takes the units whose midpoint falls in the `
   group but scores only its range: files written by pandas hold up to a million rows in
   one group). With more shards than rows, some shards have nothing to do, and say so in
   their manifest;
-- the plan depends only on the listing and the Parquet footers of the large files, so
+- the plan depends only on the listing and the row groups (Parquet footers) of the large
+  files, so
   10,000 children computing it independently get the same answer; its ``fingerprint``
   goes into every shard manifest and the run refuses to finalize shards of different plans.
 
-CSV files are never split (a byte range cannot be cut safely through quoted newlines).
+A file whose format has no row groups (CSV, JSON Lines) is never split: a byte range cannot
+be cut safely through quoted newlines, and only an index of rows says where rows start.
+The plan knows no format by name: ``footers`` (the format's
+:meth:`~dscloud.batch.formats.Format.row_groups`) answers None for such a file.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class WorkUnit:
     """Rows of one file: all of it (``row_groups`` None) or a run of its row groups.
 
     ``first_row`` is the index in the file of the unit's first row; ``rows`` is None when
-    it is not known before reading (CSV, or a Parquet file whose footer was not read).
+    it is not known before reading (a format without a footer, or a footer not read).
     """
 
     path: str
@@ -69,8 +74,8 @@ class WorkUnit:
         return f"{self.path} [row groups {groups}]"
 
 
-#: Reads a Parquet footer: the row groups of one file.
-FooterReader = Callable[[InputFile], Sequence[RowGroup]]
+#: The row groups of one file (a Parquet footer), or None when its format cannot split.
+FooterReader = Callable[[InputFile], Sequence[RowGroup] | None]
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,9 @@ class ShardPlan:
     ) -> ShardPlan:
         """Plan ``count`` shards over ``files`` (taken in path order).
 
-        ``footers`` reads the row groups of a Parquet file; it is called only for files
-        larger than one shard's share, and only when ``count > 1``. Raises
+        ``footers`` reads the row groups of a file (None: the file stays whole); it is
+        called only for files larger than one shard's share, and only when ``count > 1``.
+        Raises
         :class:`ConfigError` when ``count < 1``.
         """
         if count < 1:
@@ -98,8 +104,11 @@ class ShardPlan:
         share = total / count
         units: list[WorkUnit] = []
         for f in ordered:
-            if count > 1 and f.format == "parquet" and f.size > share and footers is not None:
-                units.extend(_row_group_units(f, footers(f), share))
+            groups = None
+            if count > 1 and f.size > share and footers is not None:
+                groups = footers(f)
+            if groups is not None:
+                units.extend(_row_group_units(f, groups, share))
             else:
                 units.append(WorkUnit(path=f.path, format=f.format, weight=f.size))
         return cls(count=count, units=tuple(units), shards=_assign(units, count))

@@ -1,189 +1,31 @@
-"""Stream a shard's rows in bounded chunks, and hand them to the scorer as numpy columns.
+"""Hand a chunk's Arrow columns to the scorer as numpy columns, whatever the file format.
 
-Parquet is read row group by row group (``iter_batches`` over only the needed columns);
-CSV through pyarrow's streaming reader with every needed column read as text, so that a
-stray ``"abc"`` in a numeric column becomes one rejected row with its reason instead of a
-failed file. Memory is bounded by the chunk size, not the input size.
+The formats (:mod:`dscloud.batch.formats`) read files into Arrow record batches; this
+module turns a batch's schema columns into what :meth:`~dscloud.scorer.Scorer.score_columns`
+takes. Text in a numeric column (every CSV column, a string column anywhere) is parsed
+here, and what does not parse is passed on as the original string, so that the core
+rejects the row with its reason instead of the file failing.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from dscloud.batch.arrays import dictionary_codes, integer_array, numpy_array
-from dscloud.batch.locations import InputFile, Location
-from dscloud.batch.plan import RowGroup, WorkUnit
-from dscloud.errors import ConfigError, DataError
 from dscloud.schema import DTYPES, Schema
 
-__all__ = ["Chunk", "columns_for_scoring", "file_columns", "iter_chunks", "read_footer"]
+__all__ = ["columns_for_scoring"]
 
 Array = npt.NDArray[Any]
 
 #: Text a CSV uses for "no value" in a numeric column (case-insensitive); "" always is.
 NULL_TOKENS = frozenset({"na", "n/a", "nan", "null", "none"})
-
-
-@dataclass
-class Chunk:
-    """Up to ``chunk_rows`` consecutive rows of one file, starting at ``first_row``."""
-
-    batch: pa.RecordBatch
-    source: str
-    first_row: int
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.batch.num_rows)
-
-
-def read_footer(location: Location, f: InputFile) -> list[RowGroup]:
-    """The row groups (rows, compressed bytes) of the Parquet file ``f``.
-
-    Raises :class:`DataError` when the file is not readable Parquet.
-    """
-    meta = _parquet(location, f.path).metadata
-    groups = []
-    for i in range(meta.num_row_groups):
-        rg = meta.row_group(i)
-        size = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
-        groups.append(RowGroup(rows=rg.num_rows, bytes=int(size)))
-    return groups
-
-
-def file_columns(location: Location, unit: WorkUnit) -> list[str]:
-    """The column names of ``unit``'s file (the CSV header, or the Parquet schema)."""
-    if unit.format == "parquet":
-        return list(_parquet(location, unit.path).schema_arrow.names)
-    with _csv(location, unit.path, None) as reader:
-        return list(reader.schema.names)
-
-
-def unit_rows(location: Location, unit: WorkUnit) -> int | None:
-    """Rows in ``unit`` when the format knows without reading them (Parquet), else None."""
-    if unit.rows is not None:
-        return unit.rows
-    if unit.format != "parquet":
-        return None
-    return int(_parquet(location, unit.path).metadata.num_rows)
-
-
-def iter_chunks(
-    location: Location, unit: WorkUnit, columns: Sequence[str], schema: Schema, chunk_rows: int
-) -> Iterator[Chunk]:
-    """Chunks of ``unit``'s rows holding ``columns``.
-
-    Raises :class:`ConfigError` when a column is absent from the file and
-    :class:`DataError` when the file cannot be read.
-    """
-    if unit.format == "parquet":
-        yield from _parquet_chunks(location, unit, columns, schema, chunk_rows)
-    else:
-        yield from _csv_chunks(location, unit, columns, schema, chunk_rows)
-
-
-def _parquet(location: Location, path: str, *, text: Sequence[str] = ()) -> pq.ParquetFile:
-    """The Parquet file at ``path``; ``text`` columns are read as dictionaries."""
-    try:
-        return pq.ParquetFile(location.open_input(path), read_dictionary=list(text) or None)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{location.uri_of(path)}: not a readable Parquet file ({exc})") from exc
-
-
-def _missing(location: Location, path: str, have: Sequence[str], want: Sequence[str]) -> None:
-    absent = [c for c in want if c not in have]
-    if absent:
-        raise ConfigError(
-            f"{location.uri_of(path)} has no column {absent[0]!r}; it has {list(have)}. "
-            "The model needs every schema column; --key names must exist too."
-        )
-
-
-def _parquet_chunks(
-    location: Location, unit: WorkUnit, columns: Sequence[str], schema: Schema, chunk_rows: int
-) -> Iterator[Chunk]:
-    pf = _parquet(location, unit.path)
-    _missing(location, unit.path, pf.schema_arrow.names, columns)
-    text = [
-        c.name
-        for c in schema.columns
-        if not c.numeric and pa.types.is_string(pf.schema_arrow.field(c.name).type)
-    ]
-    if text:
-        pf = _parquet(location, unit.path, text=text)
-    groups = (
-        list(unit.row_groups)
-        if unit.row_groups is not None
-        else list(range(pf.metadata.num_row_groups))
-    )
-    row = unit.first_row
-    start, stop = unit.row_range or (0, None)
-    position = 0  # inside the row group, for a unit that is a range of one
-    try:
-        for batch in pf.iter_batches(
-            batch_size=chunk_rows, row_groups=groups, columns=list(columns), use_threads=False
-        ):
-            if unit.row_range is not None:
-                lo, hi = max(start, position), min(stop or 0, position + batch.num_rows)
-                position += batch.num_rows
-                if hi <= lo:
-                    continue
-                batch = batch.slice(lo - (position - batch.num_rows), hi - lo)
-            yield Chunk(batch=batch, source=location.uri_of(unit.path), first_row=row)
-            row += batch.num_rows
-            if stop is not None and position >= stop:
-                break  # the rest of the row group belongs to other shards
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{location.uri_of(unit.path)}: cannot read row {row}: {exc}") from exc
-
-
-def _csv(location: Location, path: str, convert: pacsv.ConvertOptions | None) -> Any:
-    stream = location.open_input(path)
-    if path.lower().endswith(".gz"):
-        stream = pa.CompressedInputStream(stream, "gzip")
-    try:
-        return pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=4 << 20, use_threads=False),
-            convert_options=convert,
-        )
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{location.uri_of(path)}: not a readable CSV file ({exc})") from exc
-
-
-def _csv_chunks(
-    location: Location, unit: WorkUnit, columns: Sequence[str], schema: Schema, chunk_rows: int
-) -> Iterator[Chunk]:
-    with _csv(location, unit.path, None) as probe:
-        _missing(location, unit.path, probe.schema.names, columns)
-    convert = pacsv.ConvertOptions(
-        include_columns=list(columns),
-        column_types=dict.fromkeys(columns, pa.string()),
-        null_values=[""],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-    )
-    row = 0
-    source = location.uri_of(unit.path)
-    with _csv(location, unit.path, convert) as reader:
-        try:
-            for block in reader:
-                for start in range(0, block.num_rows, chunk_rows):
-                    batch = block.slice(start, chunk_rows)
-                    yield Chunk(batch=batch, source=source, first_row=row)
-                    row += batch.num_rows
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{source}: cannot read CSV near row {row}: {exc}") from exc
 
 
 def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Array | list[Any]]:

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dscloud.batch.arrays import arrow_array, arrow_strings
+from dscloud.batch.formats import Chunk
 from dscloud.batch.locations import Location
-from dscloud.batch.reader import Chunk
 from dscloud.errors import DataError
 from dscloud.scorer import Predictions
 

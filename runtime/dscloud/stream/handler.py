@@ -16,7 +16,9 @@ See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
    replaces a newer one; a stale write counts as done. Records superseded inside the batch
    by a newer one for the same entity are done too. A put DynamoDB refuses as invalid
    (``ValidationException``) is a *reject*.
-4. **Output** (optional): put the written predictions on a Kinesis stream.
+4. **Output** (optional): put the written predictions on a Kinesis stream. The table and
+   the stream are :class:`~dscloud.stream.sinks.Sink` s, written in order, each taking
+   what the one before it wrote (a stale or failed write goes no further).
 5. **Reject**: send rejects to the SQS queue with the reason and the original payload;
    they count as handled, so one poison record never blocks the shard. Batches are packed
    by size as well as count, and a payload too large for the queue is stored as its
@@ -86,7 +88,9 @@ from dscloud.stream.sinks import (
     Prediction,
     PredictionTable,
     Reject,
+    RejectSink,
     RejectsQueue,
+    Sink,
 )
 
 if TYPE_CHECKING:
@@ -133,22 +137,25 @@ class _Slot:
 
 
 class StreamScorer:
-    """Scores Kinesis batches with one live model and writes the results to the sinks."""
+    """Scores Kinesis batches with one live model and writes the results to the sinks.
+
+    ``sinks`` are written in order: the first gets the newest prediction per entity, each
+    later one what the one before it wrote. ``rejects`` gets the records that can never
+    be scored.
+    """
 
     def __init__(
         self,
         live: LiveModel,
         *,
-        table: PredictionTable,
-        rejects: RejectsQueue,
-        output: OutputStream | None = None,
+        sinks: Sequence[Sink],
+        rejects: RejectSink,
         refresh_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.live = live
-        self.table = table
+        self.sinks = list(sinks)
         self.rejects = rejects
-        self.output = output
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self._refreshed_at = clock()
@@ -197,14 +204,13 @@ class StreamScorer:
             "model loaded",
             extra={"model": live.scorer.name, "version": live.scorer.version, "ref": str(live.ref)},
         )
-        output = None
+        sinks: list[Sink] = [PredictionTable(dynamodb, settings.predictions_table)]
         if settings.output_stream and kinesis is not None:
-            output = OutputStream(kinesis, settings.output_stream)
+            sinks.append(OutputStream(kinesis, settings.output_stream))
         return cls(
             live,
-            table=PredictionTable(dynamodb, settings.predictions_table),
+            sinks=sinks,
             rejects=RejectsQueue(sqs, settings.rejects_queue_url),
-            output=output,
             refresh_seconds=settings.refresh_seconds,
         )
 
@@ -248,27 +254,21 @@ class StreamScorer:
         for slot in slots:
             self._decode(slot)
         self._score([s for s in slots if s.event is not None])
-        winners = _newest_per_entity(slots)
         cutoff = len(slots)  # index of the first failure: nothing is sent from there on
 
-        results = self.table.write(
-            [s.prediction for s in winners if s.prediction], deadline=deadline
-        )
-        for slot, result in zip(winners, results, strict=True):
-            if isinstance(result, Exception):
-                self._fail(slot, result)  # a put DynamoDB refuses as invalid is a reject
-            else:
-                slot.outcome = result
-        cutoff = _first_failure(slots, cutoff)
-
-        if self.output is not None:
-            out = [s for s in slots[:cutoff] if s.outcome == WRITTEN]
-            for slot, error in zip(
-                out, self.output.put([s.prediction for s in out if s.prediction]), strict=True
-            ):
-                if error is not None:
-                    slot.error, slot.outcome = error, "failed"
+        # Each sink takes what the one before it wrote; a stale or failed write stops there.
+        targets = _newest_per_entity(slots)
+        for sink in self.sinks:
+            before = {id(s) for s in slots[:cutoff]}
+            targets = [s for s in targets if id(s) in before]
+            results = sink.write([s.prediction for s in targets if s.prediction], deadline=deadline)
+            for slot, result in zip(targets, results, strict=True):
+                if isinstance(result, Exception):
+                    self._fail(slot, result)  # e.g. a put DynamoDB refuses as invalid: a reject
+                else:
+                    slot.outcome = result
             cutoff = _first_failure(slots, cutoff)
+            targets = [s for s in targets if s.outcome == WRITTEN]
 
         rejected = [s for s in slots[:cutoff] if s.outcome == "rejected"]
         sent = self.rejects.send([self._reject(s) for s in rejected])

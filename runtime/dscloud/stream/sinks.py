@@ -1,6 +1,11 @@
-"""Where the stream handler's results go: the predictions table, the rejects queue and an
-optional output stream. Each sink takes an injected boto3 client and reports an outcome
-per item, so the handler can tell the records that are done from those Lambda must retry.
+"""Where the stream handler's results go: prediction :class:`Sink` s (the DynamoDB table,
+an optional Kinesis output stream) and, beside them, the rejects queue. Each takes an
+injected boto3 client and reports an outcome per item, so the handler can tell the records
+that are done from those Lambda must retry.
+
+A new output is one class with :meth:`Sink.write` and its place in the handler's list
+(:meth:`~dscloud.stream.handler.StreamScorer.from_settings`): the handler writes to the
+sinks in order, each taking what the one before it wrote, and knows none of them by name.
 
 Why one conditional ``PutItem`` per prediction, not ``BatchWriteItem``: the table keeps the
 *latest* prediction per entity, so a write must not replace a newer ``event_time``. Only a
@@ -31,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dscloud.errors import PayloadError
 
@@ -48,7 +53,9 @@ __all__ = [
     "Prediction",
     "PredictionTable",
     "Reject",
+    "RejectSink",
     "RejectsQueue",
+    "Sink",
     "error_code",
 ]
 
@@ -137,6 +144,34 @@ class Prediction:
         ).encode()
 
 
+class Sink(Protocol):
+    """Somewhere scored records go: a table, a stream, a topic.
+
+    :meth:`write` answers per prediction, in order: :data:`WRITTEN`; :data:`STALE` when
+    the sink already holds something newer for the entity (done, and not passed on to the
+    sinks after it); or the exception, which the handler maps once
+    (:func:`~dscloud.stream.handler.classify`): a :class:`PayloadError` makes the record a
+    reject, anything else a failure Lambda retries. ``write`` must not raise: one record's
+    failure is its outcome, never the batch's. A retried record is written again, so a
+    write must be idempotent in effect (same key, same value) or the readers deduplicate.
+    """
+
+    def write(
+        self, predictions: Sequence[Prediction], *, deadline: float | None = None
+    ) -> list[str | Exception]:
+        """One outcome per prediction; retries inside must stop before ``deadline``
+        (``time.monotonic()``), when given."""
+        ...
+
+
+class RejectSink(Protocol):
+    """Where records that can never be scored go, with the reason and their bytes."""
+
+    def send(self, rejects: Sequence[Reject]) -> list[Exception | None]:
+        """None per reject kept, or the error (the record is then retried). Never raises."""
+        ...
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -149,7 +184,8 @@ def _number(value: Any) -> AttributeValueTypeDef:
 
 
 class PredictionTable:
-    """Conditional puts into the latest-predictions table, keyed by ``entity_id``."""
+    """A :class:`Sink`: conditional puts into the latest-predictions table, keyed by
+    ``entity_id`` (a put that finds a newer prediction there is :data:`STALE`)."""
 
     def __init__(
         self,
@@ -308,7 +344,7 @@ class SQSRefused(RuntimeError):
 
 
 class RejectsQueue:
-    """Sends rejects to SQS in batches. A ``.fifo`` queue deduplicates redeliveries by
+    """A :class:`RejectSink`: sends rejects to SQS in batches. A ``.fifo`` queue deduplicates redeliveries by
     record id (five-minute window); a standard queue is at-least-once and its readers
     deduplicate by the body's ``record_id``.
 
@@ -409,15 +445,23 @@ def _batches(bodies: Sequence[str]) -> list[list[int]]:
 
 
 class OutputStream:
-    """Puts predictions on a Kinesis stream, partitioned by entity (at-least-once)."""
+    """A :class:`Sink`: puts predictions on a Kinesis stream, partitioned by entity
+    (at-least-once: a retried record is put again, and readers deduplicate by its
+    ``source`` shard and sequence number)."""
 
     def __init__(self, client: KinesisClient, stream_name: str) -> None:
         self.client = client
         self.stream_name = stream_name
 
-    def put(self, predictions: Sequence[Prediction]) -> list[Exception | None]:
-        """Put each prediction; returns None per record put or the error. Never raises."""
-        outcomes: list[Exception | None] = [None] * len(predictions)
+    def write(
+        self, predictions: Sequence[Prediction], *, deadline: float | None = None
+    ) -> list[str | Exception]:
+        """Put each prediction; returns :data:`WRITTEN` per record put or the error.
+
+        ``PutRecords`` takes 500 records a call; a refused record is reported for Lambda
+        to retry, not retried here, so ``deadline`` is not needed. Never raises.
+        """
+        outcomes: list[str | Exception] = [WRITTEN] * len(predictions)
         for start in range(0, len(predictions), 500):
             chunk = range(start, min(start + 500, len(predictions)))
             entries: list[Any] = [

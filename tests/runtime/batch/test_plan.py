@@ -84,17 +84,21 @@ def test_more_shards_than_units_leaves_some_shards_empty() -> None:
     assert sizes.count(0) == 3
 
 
-def test_csv_files_are_never_split() -> None:
+def test_a_file_without_row_groups_is_never_split() -> None:
+    # given a large file whose format has no row groups (its footer reader answers None)
     calls: list[str] = []
 
-    def read(f: InputFile) -> list[RowGroup]:
+    def read(f: InputFile) -> list[RowGroup] | None:
         calls.append(f.path)
-        return []
+        return None
 
+    # when it is planned over four shards
     plan = ShardPlan.build([InputFile("big.csv", 10_000, "csv")], 4, footers=read)
 
-    assert calls == []
+    # then it was asked, and stays one unit, read whole by one shard
+    assert calls == ["big.csv"]
     assert len(plan.units) == 1
+    assert plan.units[0].row_groups is None
 
 
 def test_the_plan_is_deterministic_and_its_fingerprint_tracks_the_input() -> None:

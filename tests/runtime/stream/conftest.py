@@ -19,6 +19,7 @@ from dscloud.archive import Archive
 from dscloud.settings import Settings
 from dscloud.stream import local
 from dscloud.stream.handler import StreamScorer
+from dscloud.stream.sinks import PredictionTable
 
 REGION = "us-east-1"
 STREAM_ARN = f"arn:aws:kinesis:{REGION}:123456789012:stream/events"
@@ -179,6 +180,11 @@ def stream_scorer(
         sqs=aws.sqs,
         kinesis=aws.kinesis,
     )
+
+
+def table_sink(app: StreamScorer) -> PredictionTable:
+    """The scorer's predictions-table sink (to shorten its retries in tests)."""
+    return next(s for s in app.sinks if isinstance(s, PredictionTable))
 
 
 def table_items(aws: Aws) -> dict[str, dict[str, Any]]:

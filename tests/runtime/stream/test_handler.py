@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from dscloud.archive import Archive
+from dscloud.errors import PayloadError
 from dscloud.stream import handler as handler_module
+from dscloud.stream.sinks import WRITTEN
 from tests.runtime.stream.conftest import (
     POISON,
     Aws,
@@ -22,6 +24,7 @@ from tests.runtime.stream.conftest import (
     payload,
     stream_scorer,
     table_items,
+    table_sink,
 )
 
 
@@ -83,7 +86,7 @@ def test_throttled_writes_are_reported_from_the_first_failure(archive: Archive, 
     mixed.insert(2, POISON[1][0])  # a reject before it: sent now
     event = kinesis_event(mixed)
     app = stream_scorer(archive, aws, dynamodb=throttled)
-    app.table.sleep = lambda _s: None
+    table_sink(app).sleep = lambda _s: None
     # when
     response = app.handle(event, FakeContext())
     # then: only e5 is reported; Lambda redelivers from it
@@ -93,7 +96,7 @@ def test_throttled_writes_are_reported_from_the_first_failure(archive: Archive, 
         if b'"e5"' in base64.b64decode(r["kinesis"]["data"])
     )
     assert failed_sequences(response) == [e5_seq]
-    assert throttled.throttled == app.table.attempts
+    assert throttled.throttled == table_sink(app).attempts
     assert "e5" not in table_items(aws)
     assert len(drain_queue(aws.sqs, aws.rejects_url)) == 1
 
@@ -103,7 +106,7 @@ def test_throttling_that_clears_is_absorbed_by_in_invocation_retries(
 ) -> None:
     throttled = Throttling(aws.dynamodb, lambda n, _kw: n <= 5)
     app = stream_scorer(archive, aws, dynamodb=throttled)
-    app.table.sleep = lambda _s: None
+    table_sink(app).sleep = lambda _s: None
     rows = feature_rows(12)
     response = app.handle(kinesis_event([payload(f"e{i}", r) for i, r in enumerate(rows)]), None)
     assert response == {"batchItemFailures": []}
@@ -113,7 +116,7 @@ def test_throttling_that_clears_is_absorbed_by_in_invocation_retries(
 
 def test_an_entirely_throttled_batch_is_reported_not_raised(archive: Archive, aws: Aws) -> None:
     app = stream_scorer(archive, aws, dynamodb=Throttling(aws.dynamodb, lambda _n, _kw: True))
-    app.table.sleep = lambda _s: None
+    table_sink(app).sleep = lambda _s: None
     event = kinesis_event([payload(f"e{i}", r) for i, r in enumerate(feature_rows(3))])
     response = app.handle(event, FakeContext())
     assert failed_sequences(response) == [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
@@ -283,3 +286,66 @@ def test_several_large_poison_records_are_all_rejected_with_their_payloads(
     assert response == {"batchItemFailures": []}
     rejects = drain_queue(aws.sqs, aws.rejects_url)
     assert sorted(base64.b64decode(r["payload_base64"]) for r in rejects) == poison
+
+
+class Recording:
+    """A third sink (a topic, say): one class with ``write`` is all a new output needs.
+
+    Keeps what it is given; refuses ``refuse`` as invalid and fails ``fail`` transiently.
+    """
+
+    def __init__(self, *, refuse: str = "", fail: str = "") -> None:
+        self.got: list[str] = []
+        self.refuse, self.fail = refuse, fail
+
+    def write(self, predictions: Any, *, deadline: float | None = None) -> list[Any]:
+        outcomes: list[Any] = []
+        for p in predictions:
+            self.got.append(p.entity_id)
+            if p.entity_id == self.refuse:
+                outcomes.append(PayloadError("the topic refuses it", field="entity_id"))
+            elif p.entity_id == self.fail:
+                outcomes.append(RuntimeError("the topic is down"))
+            else:
+                outcomes.append(WRITTEN)
+        return outcomes
+
+
+def test_a_new_sink_gets_what_the_table_wrote_and_its_outcomes_are_the_records(
+    archive: Archive, aws: Aws
+) -> None:
+    # given the table, then a new sink that refuses e2 and fails e4 transiently
+    app = stream_scorer(archive, aws)
+    topic = Recording(refuse="e2", fail="e4")
+    app.sinks.append(topic)
+    # a stale record (e0's event is older than what the table holds) and a superseded one
+    rows = feature_rows(6)
+    app.handle(kinesis_event([payload("e0", rows[0], event_time="2030-01-01T00:00:00Z")]), None)
+    topic.got.clear()
+    records = [payload(f"e{i}", r) for i, r in enumerate(rows)]
+    records.insert(4, payload("e3", rows[0]))  # e3 again, later: the first e3 is superseded
+    event = kinesis_event(records)
+
+    # when
+    response = app.handle(event, FakeContext())
+
+    # then the sink got what the table wrote, in order: not stale e0, not the first e3
+    assert topic.got == ["e1", "e2", "e3", "e4", "e5"]
+    # its invalid item is a reject with its reason; its transient failure is retried from e4
+    bodies = drain_queue(aws.sqs, aws.rejects_url)
+    assert [(b["entity_id"], b["reason"]) for b in bodies] == [("e2", "the topic refuses it")]
+    e4 = next(r for r in event["Records"] if b'"e4"' in base64.b64decode(r["kinesis"]["data"]))
+    assert failed_sequences(response) == [e4["kinesis"]["sequenceNumber"]]
+    assert set(table_items(aws)) == {"e0", "e1", "e2", "e3", "e4", "e5"}
+
+
+def test_sinks_run_in_order_and_a_stale_write_goes_no_further(archive: Archive, aws: Aws) -> None:
+    app = stream_scorer(archive, aws)
+    first, second = Recording(), Recording()
+    app.sinks.extend([first, second])
+    row = feature_rows(1)[0]
+    app.handle(kinesis_event([payload("e1", row, event_time="2030-01-01T00:00:00Z")]), None)
+
+    app.handle(kinesis_event([payload("e1", row, event_time="2029-01-01T00:00:00Z")]), None)
+
+    assert first.got == second.got == ["e1"]  # the older event stopped at the table

@@ -32,6 +32,7 @@ from tests.runtime.stream.conftest import (
     payload,
     stream_scorer,
     table_items,
+    table_sink,
 )
 
 SAFE = EventSourceMapping(
@@ -97,7 +98,7 @@ def _entity(data: bytes) -> str | None:
 def scorer_handler(archive: Archive, aws: Aws) -> Any:
     """The real Lambda entry point, configured with a moto-backed scorer."""
     app = stream_scorer(archive, aws)
-    app.table.sleep = lambda _s: None
+    table_sink(app).sleep = lambda _s: None
     handler_module.configure(app)
     yield handler_module.handler
     handler_module.configure(None)
@@ -117,7 +118,7 @@ def test_poison_records_and_throttling(archive: Archive, aws: Aws) -> None:
     sequences = put_payloads(aws.kinesis, aws.stream, mixed)
     throttled = Throttling(aws.dynamodb, lambda n, _kw: n % 7 == 0)
     app = stream_scorer(archive, aws, dynamodb=throttled)
-    app.table.attempts = 1  # no in-invocation retry: every throttle reaches the runner
+    table_sink(app).attempts = 1  # no in-invocation retry: every throttle reaches the runner
     handler_module.configure(app)
     try:
         # when

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from dscloud.errors import PayloadError
-from dscloud.stream.sinks import WRITTEN, Prediction, PredictionTable, Reject, RejectsQueue
+from dscloud.stream.sinks import (
+    WRITTEN,
+    OutputStream,
+    Prediction,
+    PredictionTable,
+    Reject,
+    RejectsQueue,
+)
 from tests.runtime.stream.conftest import Aws, drain_queue
 
 
@@ -98,3 +105,15 @@ def test_a_body_too_long_for_the_queue_is_sent_with_the_payload_truncated(aws: A
 def test_a_body_is_never_longer_than_asked(max_bytes: int) -> None:
     r = reject(b"\xff" * 200_000, reason="\u4e2d" * 3000)
     assert len(r.to_body(max_bytes=max_bytes).encode()) <= max_bytes
+
+
+def test_the_output_stream_reports_each_record_written_or_its_error(aws: Aws) -> None:
+    aws.kinesis.create_stream(StreamName="scores", ShardCount=1)
+    stream = OutputStream(aws.kinesis, "scores")
+    missing = OutputStream(aws.kinesis, "no-such-stream")
+
+    assert stream.write([prediction("e1"), prediction("e2")]) == [WRITTEN, WRITTEN]
+    errors = missing.write([prediction("e1")])
+    assert len(errors) == 1
+    assert isinstance(errors[0], Exception)
+    assert "ResourceNotFoundException" in str(errors[0])

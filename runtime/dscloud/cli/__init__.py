@@ -1,8 +1,13 @@
 """The ``dsc`` command line. Errors are one line on stderr and a non-zero exit.
 
-Each command group lives in its own ``cli_*`` module exposing ``register(subparsers)``;
-this module parses, builds :class:`~dscloud.settings.Settings` once, and maps
-:class:`~dscloud.errors.DscError` to an exit code in one place.
+One module per command group, each with ``register(subparsers)`` adding its commands and
+one ``cmd_<command>`` function per command (``cmd_score``, ``cmd_stream_put``):
+:mod:`~dscloud.cli.models` (the archive), :mod:`~dscloud.cli.examples`,
+:mod:`~dscloud.cli.team`, :mod:`~dscloud.cli.serve`, :mod:`~dscloud.cli.stream` (and
+``bundle``), :mod:`~dscloud.cli.batch` (``score``); :mod:`~dscloud.cli.common` holds what
+they share. This module assembles the parser, and maps :class:`~dscloud.errors.DscError`
+to an exit code in one place. An adapter (server, stream, batch) is imported only when its
+command runs, so an image without its extra still starts ``dsc``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dscloud import cli_batch, cli_models, cli_serve, cli_stream
+from dscloud.cli import batch, examples, models, serve, stream, team
 from dscloud.errors import DscError
 from dscloud.settings import cli_argument
 
@@ -21,18 +26,23 @@ __all__ = ["main", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``dsc`` parser with every command group registered."""
     root = argparse.ArgumentParser(
         prog="dsc", description="Package, archive, serve, stream and batch-score ONNX models."
     )
     root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cli_models, cli_serve, cli_stream, cli_batch):
+    for module in (models, examples, team, serve, stream, batch):
         module.register(sub)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dsc`` with ``argv`` (default: the command line); returns the exit code.
+
+    Never raises a :class:`~dscloud.errors.DscError`: it is printed as one line.
+    """
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -50,7 +60,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

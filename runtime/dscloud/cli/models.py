@@ -1,30 +1,27 @@
 """`dsc` commands for models and the archive (registered by :mod:`dscloud.cli`).
 
-``list``, ``show``, ``diff``, ``history``, ``promote``, ``verify``, ``import-onnx``,
-``example train``, ``example data`` and ``team add``.
+``list``, ``show``, ``diff``, ``history``, ``promote``, ``verify`` and ``import-onnx``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from dscloud.archive import Archive, Ref, check_name, current_user
-from dscloud.cli_common import open_archive
+from dscloud.cli.common import metrics_text, open_archive
 from dscloud.compare import diff, history
 from dscloud.envelope import Envelope
-from dscloud.errors import ConfigError, DscError, ExportError
+from dscloud.errors import ConfigError
 from dscloud.scorer import Scorer
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Add the model and archive subcommands to the ``dsc`` parser."""
+    """Add the model and archive commands to the ``dsc`` parser."""
     p = sub.add_parser("list", help="models in the archive, or the versions of one")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
@@ -72,31 +69,7 @@ def register(sub: Any) -> None:
     p.add_argument("--schema", type=Path, help="JSON interface (columns, outputs) to use")
     p.add_argument("--columns", help="comma-separated column names of a matrix input")
     p.add_argument("--description", default="")
-    p.set_defaults(run=cmd_import)
-
-    ex = sub.add_parser("example", help="the bundled churn example")
-    exsub = ex.add_subparsers(dest="example_command", required=True, metavar="COMMAND")
-    p = exsub.add_parser("train", help="train, package and publish the example pipeline")
-    p.add_argument("--name", default="churn")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", type=int, default=5000)
-    p.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
-    p.set_defaults(run=cmd_example_train)
-    p = exsub.add_parser("data", help="write rows of the example data set")
-    p.add_argument("--rows", type=int, required=True)
-    p.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=cmd_example_data)
-
-    team = sub.add_parser("team", help="platform configuration in cdk.json")
-    tsub = team.add_subparsers(dest="team_command", required=True, metavar="COMMAND")
-    p = tsub.add_parser("add", help="add a team with default sizes to cdk.json")
-    p.add_argument("name")
-    p.add_argument(
-        "--stage", action="append", dest="stages", help="repeatable (default: dev, prod)"
-    )
-    p.add_argument("--cdk-json", type=Path, default=Path("cdk.json"))
-    p.set_defaults(run=cmd_team_add)
+    p.set_defaults(run=cmd_import_onnx)
 
 
 def _version(text: str) -> int:
@@ -107,10 +80,6 @@ def _version(text: str) -> int:
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
-
-
-def _metrics_text(metrics: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "-"
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -149,7 +118,7 @@ def _list_versions(archive: Archive, name: str, *, as_json: bool) -> int:
         marks = f" [{', '.join(r.aliases)}]" if r.aliases else ""
         print(
             f"{name}@{r.version:<4} {r.created_at:<21} {r.created_by:<12} "
-            f"{_metrics_text(r.metrics)}{marks}"
+            f"{metrics_text(r.metrics)}{marks}"
         )
     return 0
 
@@ -180,7 +149,7 @@ def _summary(env: Envelope) -> str:
         f" {code.get('entry_point') or ''}".rstrip(),
         f"  parameters   {json.dumps(env.provenance.get('hyperparameters', {}))}",
         f"  data         {data.get('rows', '-')} rows, {data.get('fingerprint', '-')}",
-        f"  metrics      {_metrics_text(env.metrics)}",
+        f"  metrics      {metrics_text(env.metrics)}",
     ]
     if parity:
         lines.append(
@@ -337,7 +306,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def cmd_import_onnx(args: argparse.Namespace) -> int:
     from dscloud.onnx_import import import_onnx
     from dscloud.schema import Schema
 
@@ -371,73 +340,3 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def cmd_example_train(args: argparse.Namespace) -> int:
-    try:
-        import dscloud
-        from dscloud import example
-    except ImportError as exc:
-        raise ExportError(
-            f"training needs the export extra: pip install 'dscloud[export]' ({exc})"
-        ) from exc
-    archive = open_archive(args)
-    name = check_name(args.name)
-    parent = archive.versions(name)[-1] if archive.versions(name) else None
-    trained = example.train(seed=args.seed, rows=args.rows, C=args.C)
-    artifact = dscloud.package(
-        trained.estimator,
-        trained.X_test,
-        name=name,
-        metrics=trained.metrics,
-        params=trained.params,
-        training_data=trained.X_train,
-        y=trained.y_train,
-        seed=args.seed,
-        parent_version=parent,
-        training_seconds=trained.seconds,
-        description="bundled churn example (ColumnTransformer + LogisticRegression)",
-        tags={"example": "churn"},
-    )
-    envelope = archive.publish(artifact.envelope, artifact.model)
-    print(f"published {envelope.ref} to {archive.uri}: {_metrics_text(envelope.metrics)}")
-    return 0
-
-
-def cmd_example_data(args: argparse.Namespace) -> int:
-    from dscloud import example
-
-    if args.rows < 1:
-        raise ConfigError(f"--rows {args.rows}: expected a positive number of rows")
-    out = Path(args.out)
-    frame = example.churn_data(args.rows, seed=args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    elif out.suffix == ".csv":
-        frame.to_csv(out, index=False)
-    else:
-        raise ConfigError(f"--out {out}: expected a .parquet or .csv file name")
-    print(f"wrote {args.rows} rows to {out}")
-    return 0
-
-
-def cmd_team_add(args: argparse.Namespace) -> int:
-    cdk_json = args.cdk_json.resolve()
-    if not cdk_json.is_file():
-        raise ConfigError(f"{cdk_json} not found: run `dsc team add` in the repository root")
-    stages = [f"--stage={s}" for s in args.stages or []]
-    # The runtime never imports the stacks (it ships into images); the config lives there.
-    done = subprocess.run(
-        [sys.executable, "-m", "stacks.team_add", args.name, *stages, "--cdk-json", str(cdk_json)],
-        cwd=cdk_json.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["team add failed"])[-1]
-        raise DscError(last.removeprefix("error: "))
-    print(done.stdout.strip())
-    return 0

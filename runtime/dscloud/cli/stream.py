@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dscloud.cli_common import settings
+from dscloud.cli.common import settings
 from dscloud.errors import ConfigError
 from dscloud.settings import cli_argument
 
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     lam.add_argument("--python-version", default=None, help="Lambda runtime (default 3.12)")
     lam.add_argument("--runtime", default=None, help="the runtime/ source folder")
     lam.add_argument("--requirements", default=None, help="pinned requirements file")
-    lam.set_defaults(run=_bundle_lambda)
+    lam.set_defaults(run=cmd_bundle_lambda)
 
 
 def _aws_flags(parser: argparse.ArgumentParser) -> None:
@@ -72,10 +72,10 @@ def _register_create(commands: Any) -> None:
     p.add_argument("--table", default="predictions")
     p.add_argument("--rejects-queue", default="rejects.fifo", help="a .fifo name deduplicates")
     p.add_argument("--failures-queue", default="stream-failures")
-    p.set_defaults(run=_create)
+    p.set_defaults(run=cmd_stream_create)
 
 
-def _create(args: argparse.Namespace) -> int:
+def cmd_stream_create(args: argparse.Namespace) -> int:
     from dscloud.stream.local import create_resources
 
     made = create_resources(
@@ -100,10 +100,10 @@ def _register_put(commands: Any) -> None:
     p.add_argument("--example", type=int, metavar="N", help="N churn example events instead")
     p.add_argument("--poison", type=int, default=0, metavar="K", help="mix in K bad records")
     p.add_argument("--seed", type=int, default=7)
-    p.set_defaults(run=_put)
+    p.set_defaults(run=cmd_stream_put)
 
 
-def _put(args: argparse.Namespace) -> int:
+def cmd_stream_put(args: argparse.Namespace) -> int:
     from dscloud.stream.local import put_payloads
 
     if args.example is not None:
@@ -185,10 +185,10 @@ def _register_run(commands: Any) -> None:
     r.add_argument("--function-timeout", type=float, default=60.0)
     r.add_argument("--poll-interval", type=float, default=1.0)
     r.add_argument("--checkpoint", help="resume from and save shard checkpoints in this file")
-    p.set_defaults(run=_run)
+    p.set_defaults(run=cmd_stream_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def cmd_stream_run(args: argparse.Namespace) -> int:
     from dscloud.stream.mapping import EventSourceMapping
     from dscloud.stream.runner import EventSourceRunner, load_handler
 
@@ -242,10 +242,10 @@ def _register_show(commands: Any) -> None:
     p.add_argument("--table", help="predictions table")
     p.add_argument("--queue", action="append", default=[], metavar="URL", help="repeatable")
     p.add_argument("--delete", action="store_true", help="delete the messages read")
-    p.set_defaults(run=_show)
+    p.set_defaults(run=cmd_stream_show)
 
 
-def _show(args: argparse.Namespace) -> int:
+def cmd_stream_show(args: argparse.Namespace) -> int:
     from dscloud.stream.local import read_queue, scan_table
 
     if args.table:
@@ -277,7 +277,7 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bundle_lambda(args: argparse.Namespace) -> int:
+def cmd_bundle_lambda(args: argparse.Namespace) -> int:
     from dscloud.stream.bundle import DEFAULT_PYTHON, build_bundle
 
     if not args.zip and not args.dir:
@@ -327,7 +327,7 @@ def _repo_root() -> Path:
     for candidate in (here, *here.parents):
         if (candidate / "runtime" / "pyproject.toml").is_file() and (candidate / "docker").is_dir():
             return candidate
-    source = Path(__file__).resolve().parents[2]
+    source = Path(__file__).resolve().parents[3]  # runtime/dscloud/cli/stream.py
     if (source / "runtime" / "pyproject.toml").is_file():
         return source
     raise ConfigError(

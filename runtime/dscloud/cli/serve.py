@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dscloud import cli_common
+from dscloud.cli import common
 from dscloud.settings import cli_argument
 
 __all__ = ["register"]
@@ -39,14 +39,14 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", **cli_argument("threads"))
     p.add_argument("--refresh-seconds", **cli_argument("refresh_seconds"))
     p.add_argument("--max-body-bytes", **cli_argument("max_body_bytes"))
-    p.set_defaults(run=_run)
+    p.set_defaults(run=cmd_serve)
 
 
-def _run(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from dscloud.server.run import serve
 
     serve(
-        cli_common.settings(
+        common.settings(
             args,
             models=args.refs or None,
             host=args.host,

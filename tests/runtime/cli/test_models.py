@@ -1,4 +1,4 @@
-"""The `dsc` command line: the model lifecycle end to end, and one-line errors."""
+"""`dsc` model and archive commands: the model lifecycle end to end, and one-line errors."""
 
 from __future__ import annotations
 
@@ -7,32 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from dscloud.cli import main
 from tests.runtime.test_onnx_import import golden, linear_model
-
-
-@pytest.fixture
-def dsc(tmp_path, capsys):
-    """Run `dsc --archive <tmp> ...` in-process; returns (exit code, stdout, stderr)."""
-    archive = tmp_path / "archive"
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--archive", str(archive), *argv])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    run.archive = archive  # type: ignore[attr-defined]
-    return run
-
-
-@pytest.fixture
-def two_versions(dsc):
-    assert dsc("example", "train", "--seed", "1", "--rows", "1500")[0] == 0
-    assert dsc("example", "train", "--seed", "2", "--rows", "1500", "--C", "0.1")[0] == 0
-    return dsc
 
 
 def test_train_promote_show_diff_history_verify(two_versions, tmp_path) -> None:
@@ -109,17 +87,6 @@ def test_import_onnx_publishes_after_replaying_goldens(dsc, tmp_path) -> None:
     assert code == 1 and "ONNX Runtime disagrees" in err
 
 
-def test_example_data_is_deterministic(dsc, tmp_path) -> None:
-    for name in ("a.parquet", "b.parquet"):
-        assert (
-            dsc("example", "data", "--rows", "100", "--out", str(tmp_path / name), "--seed", "7")[0]
-            == 0
-        )
-    a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
-    pd.testing.assert_frame_equal(a, b)
-    assert a["user_id"].is_unique and len(a) == 100 and "churned" in a
-
-
 def test_console_script_runs(tmp_path) -> None:
     done = subprocess.run(
         [str(Path(sys.executable).with_name("dsc")), "--archive", str(tmp_path), "list"],
@@ -129,21 +96,3 @@ def test_console_script_runs(tmp_path) -> None:
         check=False,
     )
     assert done.returncode == 0 and "no models" in done.stdout
-
-
-def test_team_add_edits_cdk_json_through_the_stacks_package(tmp_path, capsys) -> None:
-    import shutil
-
-    root = Path(__file__).resolve().parents[2]
-    shutil.copy(root / "cdk.json", tmp_path / "cdk.json")
-    shutil.copytree(root / "stacks", tmp_path / "stacks")
-    cdk_json = str(tmp_path / "cdk.json")
-
-    assert main(["team", "add", "growth", "--stage", "dev", "--cdk-json", cdk_json]) == 0
-    assert "dsc-growth-dev" in capsys.readouterr().out
-    teams = json.loads((tmp_path / "cdk.json").read_text())["context"]["dscloud"]["teams"]
-    assert set(teams["growth"]["stages"]) == {"dev"}
-
-    assert main(["team", "add", "growth", "--cdk-json", cdk_json]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("dsc: error: dscloud.teams.growth: team already exists")

@@ -8,7 +8,7 @@ from typing import Any
 from dscloud.archive import Archive
 from dscloud.settings import Settings
 
-__all__ = ["open_archive", "settings"]
+__all__ = ["metrics_text", "open_archive", "settings"]
 
 
 def settings(args: argparse.Namespace, **flags: Any) -> Settings:
@@ -17,4 +17,10 @@ def settings(args: argparse.Namespace, **flags: Any) -> Settings:
 
 
 def open_archive(args: argparse.Namespace) -> Archive:
+    """The archive of ``--archive``, ``$DSC_ARCHIVE`` or the default; raises its errors."""
     return Archive.open(settings(args).archive)
+
+
+def metrics_text(metrics: dict[str, float]) -> str:
+    """``auc=0.91 accuracy=0.85`` (or ``-`` for none): metrics on one line."""
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "-"

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from dscloud import cli_common
+from dscloud.cli import common
 from dscloud.errors import ConfigError
 from dscloud.settings import cli_argument
 
@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     """Add ``dsc score`` to the ``dsc`` parser."""
     p = sub.add_parser(
         "score",
-        help="batch-score Parquet/CSV (a file or prefix, local or s3://) into Parquet parts",
+        help="batch-score Parquet, CSV, ... (a file or prefix, local or s3://) into Parquet parts",
         description="Score every row of INPUT with NAME@REF into Parquet parts under OUTPUT.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,22 +56,42 @@ def register(sub: Any) -> None:
         help="key columns copied to the output (default: user_id when present)",
     )
     p.add_argument("--chunk-rows", type=int, default=100_000, metavar="N", help="rows per chunk")
-    p.add_argument("--format", choices=["parquet", "csv"], help="input format (default: suffix)")
+    p.add_argument(
+        "--format",
+        type=_format_name,
+        metavar="NAME",
+        help="input format: parquet, csv, ... (default: from the file suffix)",
+    )
     p.add_argument(
         "--finalize",
         action="store_true",
         help="only write OUTPUT/_SUCCESS from the shard manifests (fails if shards are missing)",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=cmd_score)
 
 
-def run(args: argparse.Namespace) -> int:
+def _format_name(name: str) -> str:
+    """``name`` when it is a registered batch input format; else argparse's usage error.
+
+    The registry lives with pyarrow in :mod:`dscloud.batch`, imported only when ``--format``
+    is given (so only ``dsc score`` ever does).
+    """
+    from dscloud.batch import formats
+
+    try:
+        formats.named(name)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
+def cmd_score(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code. Raises :class:`~dscloud.errors.DscError`."""
     from dscloud import batch
 
     if args.workers is not None and args.workers > 1 and args.shard_index is not None:
         raise ConfigError(_BOTH)
-    settings = cli_common.settings(
+    settings = common.settings(
         args,
         shard_index=args.shard_index,
         shard_count=args.shard_count,
