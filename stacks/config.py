@@ -63,6 +63,8 @@ _MODEL_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _MODEL_REF = re.compile(rf"^({_MODEL_PART})@({_MODEL_PART})$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+# A DNS name (lower case, at least two labels), e.g. models.recs.example.com.
+_DOMAIN_NAME = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _SCHEDULE = re.compile(r"^(cron\(\S+( \S+){5}\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*/$")
 _TIMEZONE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")
@@ -120,8 +122,11 @@ class ServingSettings:
     cpu: int = 512
     memory_mib: int = 1024
     certificate_arn: str | None = None
+    # The name the certificate covers: the endpoint's custom domain (with certificate_arn).
+    domain_name: str | None = None
     internet_facing: bool = False
-    # Who may reach the load balancer; empty means the VPC's own CIDR.
+    # Who may reach the load balancer directly, bypassing the signed endpoint (unauthenticated);
+    # empty (the default) means only the endpoint's VPC link.
     ingress_cidrs: tuple[str, ...] = ()
     target_cpu_percent: int = 60
     target_requests_per_task: int = 1000
@@ -285,14 +290,25 @@ def _serving(raw: Mapping[str, Any], key: str) -> ServingSettings:
     cidrs = raw.get("ingress_cidrs", [])
     if not isinstance(cidrs, list):
         raise ConfigError(f"{key}.ingress_cidrs", "expected a list of IPv4 CIDRs")
+    certificate_arn = read_optional_text(
+        raw, "certificate_arn", key, pattern=_CERTIFICATE_ARN, hint="an ACM certificate ARN"
+    )
+    domain_name = read_optional_text(
+        raw, "domain_name", key, pattern=_DOMAIN_NAME, hint="a DNS name like models.example.com"
+    )
+    if (certificate_arn is None) != (domain_name is None):
+        raise ConfigError(
+            f"{key}.domain_name",
+            "set together with certificate_arn: the custom domain of the endpoint, a name the "
+            "certificate covers (leave both null for the execute-api default endpoint)",
+        )
     return ServingSettings(
         min_tasks=min_tasks,
         max_tasks=max_tasks,
         cpu=cpu,
         memory_mib=memory,
-        certificate_arn=read_optional_text(
-            raw, "certificate_arn", key, pattern=_CERTIFICATE_ARN, hint="an ACM certificate ARN"
-        ),
+        certificate_arn=certificate_arn,
+        domain_name=domain_name,
         internet_facing=read_bool(raw, "internet_facing", key, False),
         ingress_cidrs=tuple(read_cidr(c, f"{key}.ingress_cidrs[{i}]") for i, c in enumerate(cidrs)),
         target_cpu_percent=read_int(raw, "target_cpu_percent", key, 10, 95, 60),

@@ -8,9 +8,11 @@ that admit nothing from outside but the load balancer. That avoids NAT gateways 
 zone). S3 traffic goes through a free gateway endpoint. With `vpc_id` set, the tasks run in
 that VPC's private subnets with egress instead.
 
-The load balancer admits the configured CIDRs (default: the VPC's own) on its listener
-ports only; serving tasks admit only the load balancer (wired by the serving stack); batch
-tasks admit nothing.
+The load balancer admits, by default, nobody from here: the serving stack lets in its signed
+endpoint's VPC link (stacks/endpoint.py, `SignedEndpoint`) and nothing else. CIDRs in
+`serving.ingress_cidrs` are an explicit opt-out that reaches the listener ports without
+authentication. Serving tasks admit only the load balancer (wired by the serving stack);
+batch tasks admit nothing.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class Network(Construct):
             "LoadBalancer", f"{config.name}: model server load balancer", allow_all_outbound=False
         )
         self.listener_ports = (443, 80) if config.serving.certificate_arn else (80,)
-        cidrs = config.serving.ingress_cidrs or (self.cidr,)
+        # No default CIDR: a caller anywhere in the VPC would bypass the endpoint's IAM check.
+        cidrs = config.serving.ingress_cidrs
         for cidr in cidrs:
             for port in self.listener_ports:
                 self.load_balancer_security_group.add_ingress_rule(

@@ -1,9 +1,14 @@
-"""Serving: the model server (docker/serving.Dockerfile) on ECS Fargate behind an ALB.
+"""Serving: the model server (docker/serving.Dockerfile) on ECS Fargate behind an ALB,
+reached only through a signed endpoint.
 
-The load balancer is internal unless `serving.internet_facing`, admits only the configured
-CIDRs (default: the VPC's own; see stacks/network.py), speaks HTTPS when a certificate ARN is configured, and
-routes to tasks only once `GET /v2/health/ready` answers (the server replays the envelope's
-golden examples before it says ready). The service scales on CPU and on requests per task.
+Callers reach the models through `SignedEndpoint` (stacks/endpoint.py, which says why
+IAM): an API Gateway HTTP API whose every route requires IAM authorization (SigV4), with a
+VPC link to the load balancer. The load balancer admits that link and nothing else by
+default (`serving.ingress_cidrs` is an explicit, unauthenticated opt-out; see
+stacks/network.py), is internal unless `serving.internet_facing`, speaks HTTPS when a
+certificate is configured, and routes to tasks only once `GET /v2/health/ready` answers
+(the server replays the envelope's golden examples before it says ready). The service
+scales on CPU and on requests per task. docs/security.md is the caller's side.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from stacks.archive import Archive
 from stacks.assets import AssetSources
 from stacks.compliance import acknowledge
 from stacks.config import EnvironmentConfig
+from stacks.endpoint import SignedEndpoint
 from stacks.network import Network
 from stacks.retention import log_group
 
@@ -160,7 +166,8 @@ class Serving(Construct):
 
 
 class ServingStack(cdk.Stack):
-    """Composes the serving service and grants its task role read access to the models."""
+    """Composes the serving service behind its signed endpoint and grants its task role read
+    access to the models."""
 
     def __init__(
         self,
@@ -183,5 +190,34 @@ class ServingStack(cdk.Stack):
             assets=assets,
         )
         archive.grant_read_models(self.serving.task_role)
+        self.endpoint = SignedEndpoint(
+            self,
+            "Endpoint",
+            config=config,
+            network=network,
+            listener=self.serving.service.listener,
+            listener_port=network.listener_ports[0],
+        )
+        cdk.CfnOutput(
+            self,
+            "EndpointUrl",
+            value=self.endpoint.url,
+            description="the model endpoint: SigV4-signed requests (dsc invoke) only",
+        )
+        cdk.CfnOutput(
+            self,
+            "InvokePolicyArn",
+            value=self.endpoint.invoke_policy.managed_policy_arn,
+            description="attach to a caller's role to let it call the endpoint",
+        )
+        if self.endpoint.domain_target is not None:
+            cdk.CfnOutput(
+                self,
+                "DomainTarget",
+                value=self.endpoint.domain_target,
+                description=f"point {config.serving.domain_name} here (CNAME or alias)",
+            )
+        # The load balancer's own address: reachable only from the VPC link (and any
+        # serving.ingress_cidrs), kept for operators and health checks.
         cdk.CfnOutput(self, "ServiceUrl", value=self.serving.url)
         cdk.CfnOutput(self, "ClusterName", value=self.serving.cluster.cluster_name)

@@ -20,7 +20,8 @@ handler and the CLI each map the tree in exactly one place::
     │   └── PayloadError            a request body that cannot be decoded at all (400)
     │       ├── PayloadTooLargeError    a body above the configured limit (413)
     │       └── UnsupportedMediaError   a content type no decoder speaks (415)
-    └── NotReadyError               no verified model is loaded yet (503)
+    ├── NotReadyError               no verified model is loaded yet (503)
+    └── EndpointError               a remote endpoint answered with an error (its status)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DscError",
+    "EndpointError",
     "EnvelopeError",
     "ExportError",
     "GoldenMismatchError",
@@ -153,3 +155,16 @@ class UnsupportedMediaError(PayloadError):
 
 class NotReadyError(DscError):
     status = 503
+
+
+class EndpointError(DscError):
+    """A dscloud endpoint called by :mod:`dscloud.client` answered ``status`` >= 400.
+
+    ``status`` is the endpoint's own (403 for a refused signature, 400 for bad input, ...);
+    ``body`` keeps the answer as received.
+    """
+
+    def __init__(self, status: int, message: str, *, body: bytes = b"") -> None:
+        super().__init__(f"the endpoint answered {status}: {message}")
+        self.status = status
+        self.body = body

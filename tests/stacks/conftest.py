@@ -41,6 +41,7 @@ VARIANT_VPC_ID = "vpc-0123456789abcdef0"
 VARIANT_CERTIFICATE = (
     "arn:aws:acm:eu-west-1:333333333333:certificate/12345678-1234-1234-1234-123456789012"
 )
+VARIANT_DOMAIN = "models.ops.example.com"
 # What the CDK CLI would cache in cdk.context.json after looking the VPC up.
 VARIANT_VPC_LOOKUP = {
     f"vpc-provider:account=333333333333:filter.vpc-id={VARIANT_VPC_ID}:region=eu-west-1"
@@ -101,6 +102,7 @@ VARIANT_CONFIG: dict[str, Any] = {
                     "models": ["churn@production", "upsell@champion"],
                     "serving": {
                         "certificate_arn": VARIANT_CERTIFICATE,
+                        "domain_name": VARIANT_DOMAIN,
                         "internet_facing": True,
                         "ingress_cidrs": ["0.0.0.0/0"],
                     },

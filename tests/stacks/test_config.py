@@ -75,6 +75,18 @@ def test_nightly_model_can_differ_from_the_served_ones(stage_settings: MakeConte
         ({"serving": {"ingress_cidrs": ["10.0.0.1/8"]}}, "serving.ingress_cidrs[0]", "IPv4 CIDR"),
         ({"serving": {"internet_facing": "yes"}}, "serving.internet_facing", "true or false"),
         ({"serving": {"certificate_arn": "my-cert"}}, "serving.certificate_arn", "ACM"),
+        ({"serving": {"domain_name": "Models_Example"}}, "serving.domain_name", "DNS name"),
+        ({"serving": {"domain_name": "models.example.com"}}, "serving.domain_name", "together"),
+        (
+            {
+                "serving": {
+                    "certificate_arn": "arn:aws:acm:eu-west-1:111111111111:certificate/"
+                    "12345678-1234-1234-1234-123456789012"
+                }
+            },
+            "serving.domain_name",
+            "a name the certificate covers",
+        ),
         ({"stream": {"shards": 0}}, "stream.shards", "from 1 to 500"),
         ({"stream": {"parallelization_factor": 11}}, "stream.parallelization_factor", "1 to 10"),
         ({"stream": {"batch_size": True}}, "stream.batch_size", "integer"),

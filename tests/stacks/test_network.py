@@ -61,26 +61,30 @@ def test_tasks_in_an_existing_vpc_use_its_private_subnets(variant: Any) -> None:
     )
 
 
-def test_security_groups_admit_the_load_balancer_only(platform: Any, dev_env: str) -> None:
+def test_security_groups_admit_no_cidr_and_tasks_admit_the_load_balancer_only(
+    platform: Any, dev_env: str
+) -> None:
     template = platform.template_json(dev_env, "Network")
     groups = {
         lid: r["Properties"]
         for lid, r in template["Resources"].items()
         if r["Type"] == "AWS::EC2::SecurityGroup"
     }
-    open_to_cidrs = [lid for lid, props in groups.items() if props.get("SecurityGroupIngress")]
+    load_balancer = next(
+        lid for lid, props in groups.items() if props["GroupDescription"].endswith("load balancer")
+    )
 
     assert len(groups) == 3
-    assert len(open_to_cidrs) == 1
-    ingress = groups[open_to_cidrs[0]]["SecurityGroupIngress"]
-    assert {(rule["CidrIp"], rule["FromPort"]) for rule in ingress} == {("10.0.0.0/16", 80)}
+    # By default nobody reaches the load balancer by address: only the signed endpoint's
+    # VPC link, admitted by the serving stack (tests/stacks/test_endpoint.py).
+    assert [lid for lid, props in groups.items() if props.get("SecurityGroupIngress")] == []
     task_ingress = [
         r["Properties"]
         for r in template["Resources"].values()
         if r["Type"] == "AWS::EC2::SecurityGroupIngress"
     ]
     assert [rule["FromPort"] for rule in task_ingress] == [8080]
-    assert task_ingress[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": [open_to_cidrs[0], "GroupId"]}
+    assert task_ingress[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": [load_balancer, "GroupId"]}
 
 
 def test_configured_cidrs_and_https_ports_are_admitted(variant: Any) -> None:

@@ -1,4 +1,5 @@
-"""stacks/serving.py: Fargate service behind an ALB, readiness checks, autoscaling."""
+"""stacks/serving.py: Fargate service behind an ALB, readiness checks, autoscaling, and the
+signed endpoint (HTTP API with IAM auth and a VPC link) that is the only way in."""
 
 from __future__ import annotations
 
@@ -86,9 +87,7 @@ def test_service_scales_on_cpu_and_requests_per_task(platform: Any, dev_env: str
         )
 
 
-def test_default_load_balancer_is_internal_http_open_to_the_vpc_only(
-    template_of: TemplateOf,
-) -> None:
+def test_default_load_balancer_is_internal_http(template_of: TemplateOf) -> None:
     template = template_of("Serving")
 
     template.has_resource_properties(
@@ -96,10 +95,6 @@ def test_default_load_balancer_is_internal_http_open_to_the_vpc_only(
     )
     template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::Listener", {"Protocol": "HTTP", "Port": 80}
-    )
-    template_of("Network").has_resource_properties(
-        "AWS::EC2::SecurityGroup",
-        {"SecurityGroupIngress": [Match.object_like({"CidrIp": "10.0.0.0/16", "FromPort": 80})]},
     )
 
 

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dscloud.cli import batch, examples, models, serve, stream, team
+from dscloud.cli import batch, examples, invoke, models, serve, stream, team
 from dscloud.errors import DscError
 from dscloud.settings import cli_argument
 
@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, examples, team, serve, stream, batch):
+    for module in (models, examples, team, serve, stream, batch, invoke):
         module.register(sub)
     return root
 
