@@ -12,6 +12,7 @@ _TOP = ("runtime", "stacks", "docker", "examples", "bench", "tests", "docs", ".c
 # A path under a top-level folder (or under the dscloud package, as the docs often say),
 # without placeholders such as `...`, `…`, `{name}` or `<bucket>`.
 _PATH = re.compile(rf"^(?:\./)?((?:{'|'.join(map(re.escape, _TOP))}|dscloud)/[\w./-]*[\w/])$")
+_PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]+\b(?<!README)")
 _ROOT_FILES = {
     "Makefile",
     "app.py",
@@ -43,12 +44,13 @@ def test_the_manual_names_files() -> None:
     assert ("docs/serving.md", "docker/serving.Dockerfile") in named_paths()
 
 
+def exists(path: str) -> bool:
+    """Whether ``path`` names a file or folder of the repository (or of ``runtime/``); a
+    placeholder in capitals (``docker/NAME.Dockerfile``) must match at least one."""
+    pattern = _PLACEHOLDER.sub("*", path)
+    return any(any(base.glob(pattern)) for base in (ROOT, ROOT / "runtime"))
+
+
 def test_every_file_the_manual_names_exists() -> None:
-    missing = sorted(
-        {
-            (name, path)
-            for name, path in named_paths()
-            if not (ROOT / path).exists() and not (ROOT / "runtime" / path).exists()
-        }
-    )
+    missing = sorted({(name, path) for name, path in named_paths() if not exists(path)})
     assert not missing, f"(page, path) the repository does not have: {missing}"
