@@ -23,10 +23,10 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 
 # What the README announces that other branches of the same round of work are adding
-# (make local and its page, make images and its page, the monitoring page).
+# (make local and its page, make images and its page).
 # A link or target here may be missing until they land; remove these once they have.
 LANDING_TARGETS = frozenset({"local", "local-down", "images", "images-test"})
-LANDING_PAGES = frozenset({"docs/local.md", "docs/images.md", "docs/monitoring.md"})
+LANDING_PAGES = frozenset({"docs/local.md", "docs/images.md"})
 
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 _INLINE = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)?)`(?!`)")
