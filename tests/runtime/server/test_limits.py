@@ -20,6 +20,7 @@ from dscloud.envelope import Artifact
 from dscloud.errors import ConfigError
 from dscloud.server.admission import JSON_COST, MAX_COST, check_budget
 from tests.runtime.server.conftest import Server, publish_all
+from tests.runtime.server.test_live import corrupt, move_alias_unchecked
 
 DEEP = 1000
 
@@ -76,11 +77,10 @@ def test_a_failed_refresh_is_reported_without_archive_paths(
     archive = publish_all(tmp_path / "archive", churn_artifact)
     server = Server(archive, ["churn@production"], tmp_path / "server.log")
     try:
-        # given version 2 corrupted after publishing, and promoted
+        # given version 2 corrupted after publishing, and the alias moved to it anyway
         dscloud.publish(churn_artifact, archive)
-        model = Path(archive.uri) / "models" / "churn" / "versions" / "2" / "model.onnx"
-        model.write_bytes(model.read_bytes()[:-10])
-        archive.promote("churn", 2, "production", by="tests")
+        corrupt(archive, 2)
+        move_alias_unchecked(archive, 2)
         with server.client() as client:
             deadline = time.monotonic() + 30
             error = None
