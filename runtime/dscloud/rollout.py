@@ -17,9 +17,9 @@ of the alias record, like every alias move, followed by an audit record (who, wh
 to, why) written only by the writer whose swap succeeded: of several runtimes that see the
 same breach (:func:`dscloud.rollout_guard.guard`), exactly one aborts and audits, the others find the rollout gone.
 
-A candidate is admitted (at start and again at promotion) only when it verifies as every
-runtime verifies before it scores (sha256 of the bytes, golden examples replayed by ONNX
-Runtime) and its interface is compatible with the serving version's (:func:`incompatibility`).
+A candidate is admitted (at start and again at promotion) only when it passes
+:func:`dscloud.verify.verify`, as every runtime does before it scores (the archive's checks,
+sha256 of the bytes, golden examples replayed by ONNX Runtime) and its interface is compatible with the serving version's (:func:`incompatibility`).
 Moving the alias outright (``dsc promote``) writes a record without a rollout: it ends one.
 """
 
@@ -36,8 +36,8 @@ from dscloud.archive import Archive, Ref, check_alias, check_name, current_user
 from dscloud.envelope import Envelope
 from dscloud.errors import ConfigError, DscError, RolloutError
 from dscloud.schema import Schema
-from dscloud.scorer import Scorer
 from dscloud.stores import Conflict
+from dscloud.verify import verify
 
 __all__ = [
     "MODES",
@@ -358,8 +358,7 @@ def _admit(archive: Archive, name: str, serving: int, candidate: int) -> Envelop
     """The candidate's envelope once it verifies and fits; raises :class:`RolloutError`."""
     ref = Ref(name=name, version=candidate)
     try:
-        artifact = archive.load(ref)  # sha256 of the bytes against the envelope
-        Scorer(artifact)  # loads in ONNX Runtime and replays the golden examples
+        artifact = verify(archive, ref).artifact
     except DscError as exc:
         raise RolloutError(f"candidate {ref} refused: it does not verify: {exc}") from exc
     current = archive.envelope(Ref(name=name, version=serving))
