@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,11 +111,11 @@ class Container:
         podman("rm", "--force", "--time", "0", self.name, check=False)
 
 
-@pytest.fixture
-def run_container() -> Iterator[object]:
-    """``run_container(image, *args, port=True, volumes={host: target}, env={...})`` starts a
+@contextlib.contextmanager
+def containers() -> Iterator[Callable[..., Container]]:
+    """A ``run(image, *args, port=True, volumes={host: target}, env={...})`` that starts a
     detached container (publishing 8080 on a free port of 127.0.0.1 when ``port``); every
-    container is removed after the test."""
+    container it started is removed on exit."""
     started: list[Container] = []
 
     def run(
@@ -139,9 +139,26 @@ def run_container() -> Iterator[object]:
         started.append(container)
         return container
 
-    yield run
-    for container in started:
-        container.remove()
+    try:
+        yield run
+    finally:
+        for container in started:
+            container.remove()
+
+
+@pytest.fixture
+def run_container() -> Iterator[Callable[..., Container]]:
+    """``containers()`` for one test: its containers are removed after it."""
+    with containers() as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def run_module_container() -> Iterator[Callable[..., Container]]:
+    """``containers()`` shared by a module's tests, for a container they only read from:
+    starting one costs seconds, so tests that neither stop nor change it share it."""
+    with containers() as run:
+        yield run
 
 
 def run_once(image: str, *command: str, volumes: dict[Path, str], env: dict[str, str]) -> str:

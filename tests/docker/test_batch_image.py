@@ -65,12 +65,18 @@ def test_scoring_job_scores_a_read_only_input_with_a_read_only_archive(
 
 def test_training_job_publishes_a_verified_version(tmp_path: Path) -> None:
     # given: an archive the job may write (the S3 archive's writer grant, here a directory)
+    # and labelled training data the job may only read
     archive = writable_dir(tmp_path / "archive")
-    # when: the training job definition's command, as submitted without overrides
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    users = example.churn_data(2_000, seed=11)
+    pq.write_table(pa.Table.from_pandas(users, preserve_index=False), data / "churn.parquet")
+    (data / "churn.parquet").chmod(0o644)
+    # when: the training job definition's command, its data parameter filled in
     log = run_once(
         "dsc-batch",
-        *TRAINING_COMMAND,
-        volumes={archive: "/archive"},
+        *job_command(TRAINING_COMMAND, data="/data/"),
+        volumes={archive: "/archive", data: "/data:ro"},
         env={"DSC_ARCHIVE": "/archive", "DSC_USER": "batch-training"},
     )
     # then: a verified version, promoted to staging, that the host reads back, recording
@@ -85,7 +91,8 @@ def test_training_job_publishes_a_verified_version(tmp_path: Path) -> None:
 def test_sigterm_stops_a_scoring_job_without_a_success_marker(
     run_container: object, image_archive: Path, tmp_path: Path
 ) -> None:
-    # given: a job with more rows than it can score before the signal
+    # given: a job with more rows than it can score before the signal (10-row chunks: at
+    # 100,000-row chunks the job finished in under 2 s, before the test could signal it)
     users = example.churn_data(200_000, seed=3)
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
@@ -97,7 +104,7 @@ def test_sigterm_stops_a_scoring_job_without_a_success_marker(
         "dsc-batch",
         *command,
         "--chunk-rows",
-        "1000",
+        "10",
         volumes={image_archive: "/archive:ro", data: "/data:ro", out: "/out"},
         env={"DSC_ARCHIVE": "/archive", "AWS_BATCH_JOB_ARRAY_INDEX": "0", "DSC_SHARD_COUNT": "1"},
     )

@@ -12,6 +12,7 @@ import io
 import json
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,9 @@ def csv_body(rows: list[dict[str, Any]], *, at_least: int = 0) -> bytes:
     return out.getvalue().encode()
 
 
-@pytest.fixture
-def serving(run_container: Any, image_archive: Path) -> Container:
+def start_ecs_task(run: Callable[..., Container], image_archive: Path) -> Container:
     """The image started as the ECS task definition starts it, ready."""
-    container: Container = run_container(
+    container = run(
         "dsc-serving",
         port=True,
         volumes={image_archive: f"{ARCHIVE}:ro"},
@@ -62,6 +62,18 @@ def serving(run_container: Any, image_archive: Path) -> Container:
     )
     container.wait_ready()
     return container
+
+
+@pytest.fixture(scope="module")
+def serving(run_module_container: Callable[..., Container], image_archive: Path) -> Container:
+    """One ECS-started container for the tests that only send it requests."""
+    return start_ecs_task(run_module_container, image_archive)
+
+
+@pytest.fixture
+def serving_to_stop(run_container: Callable[..., Container], image_archive: Path) -> Container:
+    """An ECS-started container of the test's own, for a test that stops it."""
+    return start_ecs_task(run_container, image_archive)
 
 
 def test_ecs_layout_answers_invocations_and_oip_v2_as_uid_10001(
@@ -139,20 +151,22 @@ def test_sagemaker_layout_serves_the_mounted_artifact(
     assert container.stop() == 0
 
 
-def test_sigterm_drains_a_request_in_flight(serving: Container, churn_artifact: Artifact) -> None:
+def test_sigterm_drains_a_request_in_flight(
+    serving_to_stop: Container, churn_artifact: Artifact
+) -> None:
     # given: a request whose headers and first bytes have arrived, its body still coming
     body = json.dumps({"dataframe_records": golden_rows(churn_artifact)}).encode()
-    assert serving.port is not None
-    sock = socket.create_connection(("127.0.0.1", serving.port), timeout=60)
+    assert serving_to_stop.port is not None
+    sock = socket.create_connection(("127.0.0.1", serving_to_stop.port), timeout=60)
     head = (
         f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     sock.sendall(head + body[:10])
     # a round trip on another connection: the server's loop has read the first one by now
-    assert httpx.get(f"{serving.url}/ping", timeout=10).status_code == 200
+    assert httpx.get(f"{serving_to_stop.url}/ping", timeout=10).status_code == 200
     # when: ECS stops the task
-    serving.signal("TERM")
+    serving_to_stop.signal("TERM")
     sock.sendall(body[10:])
     answer = b""
     while chunk := sock.recv(65536):
@@ -164,7 +178,7 @@ def test_sigterm_drains_a_request_in_flight(serving: Container, churn_artifact: 
     assert json.loads(rest.partition(b"\r\n\r\n")[2])["predictions"] == golden_outputs(
         churn_artifact
     )
-    assert serving.wait() == 0, serving.logs()
+    assert serving_to_stop.wait() == 0, serving_to_stop.logs()
 
 
 def test_unreadable_archive_is_one_line(run_container: Any, tmp_path: Path) -> None:
