@@ -20,7 +20,9 @@ bench/serve.md quotes the figures.
 Needs `wrk` (apt-get install wrk), an MLflow venv with the same scikit-learn
 (bench/.venv-mlflow: `python3.11 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip
 install mlflow onnx onnxruntime scikit-learn==<ours>`) and, optionally, an MLServer venv
-(bench/.venv-mlserver: `pip install mlserver mlserver-sklearn scikit-learn==<ours>`).
+(bench/.venv-mlserver: `pip install mlserver mlserver-sklearn scikit-learn==<ours>
+"uvloop<0.22"`: MLServer 1.7.1's inference-pool workers die with "There is no current
+event loop" on uvloop 0.22+).
 Only 127.0.0.1 is used. Not a test: run by hand.
 """
 
