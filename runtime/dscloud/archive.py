@@ -5,7 +5,7 @@ Layout (the same under a directory and an S3 prefix)::
     models/{name}/versions/{version}/model.onnx
     models/{name}/versions/{version}/envelope.json
     models/{name}/aliases/{alias}.json            {"version", "sha256", "set_by", "set_at"}
-    models/{name}/audit/{timestamp}-{event}.json  publish / promote events
+    models/{name}/audit/{timestamp}-{event}.json  publish / promote / evaluate events
 
 Publishing claims the next version number by an exclusive create of its ``model.onnx``;
 a publisher that loses the race moves on to the next number, so two racing publishers get
@@ -22,6 +22,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,8 @@ DEFAULT_ARCHIVE = ".dsc/archive"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _MAX_CLAIMS = 1000
+#: Audit fields the archive sets itself; an evaluation cannot override them.
+_AUDIT_FIELDS = frozenset({"event", "model", "at", "by", "version", "sha256"})
 
 
 def current_user() -> str:
@@ -286,14 +289,44 @@ class Archive:
                 alias=alias,
                 previous=previous,
                 sha256=envelope.sha256,
-                by=record["set_by"],
+                by=str(record["set_by"]),
             )
             return record
         raise ArchiveError(f"could not move alias {alias!r} of {name}: too much contention")
 
-    def _audit(self, name: str, event: str, **fields: Any) -> None:
+    # -- live evaluations -----------------------------------------------------------------
+
+    def record_evaluation(
+        self, name: str, version: int, evaluation: Mapping[str, Any], *, by: str | None = None
+    ) -> dict[str, Any]:
+        """Record live metrics of ``name@version`` as an ``evaluate`` audit record.
+
+        ``evaluation`` is :meth:`dscloud.evaluate.Evaluation.to_dict` (kind, metrics, rows,
+        window, notes), plus anything the caller adds (e.g. the input locations). Returns
+        the record written; raises :class:`NotFoundError` for an unknown version. Records
+        are immutable, like every audit record: a re-evaluation is a new record.
+        """
+        envelope = self.envelope(Ref(name=check_name(name), version=version))
+        fields = {k: v for k, v in evaluation.items() if k not in _AUDIT_FIELDS}
+        return self._audit(
+            name, "evaluate", version=version, sha256=envelope.sha256, by=by, **fields
+        )
+
+    def evaluations(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
+        """The ``evaluate`` records of ``name`` (of one ``version`` if given), oldest first."""
+        records = [
+            json.loads(self.store.get(key))
+            for key in sorted(self.store.list(f"models/{check_name(name)}/audit/"))
+            if key.endswith("-evaluate.json")
+        ]
+        return [r for r in records if version is None or r.get("version") == version]
+
+    def _audit(
+        self, name: str, event: str, *, by: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         at = _now()
         stamp = at.replace("-", "").replace(":", "").replace(".", "")
-        record = {"event": event, "model": name, "at": at, "by": current_user(), **fields}
+        record = {"event": event, "model": name, "at": at, "by": by or current_user(), **fields}
         key = f"models/{name}/audit/{stamp}-{uuid.uuid4().hex[:8]}-{event}.json"
         self.store.create(key, json.dumps(record).encode())
+        return record

@@ -2,7 +2,8 @@
 
 ``diff`` answers "what changed between deployments?": parameters, code, data fingerprint and
 feature summaries, schema, library versions, metrics with deltas, model size and graph.
-``history`` answers "how has performance moved?": metrics across versions, aliases marked.
+``history`` answers "how has performance moved?": metrics across versions, aliases marked,
+and the live metrics recorded from outcomes (``dsc evaluate``) beside the offline ones.
 """
 
 from __future__ import annotations
@@ -120,12 +121,21 @@ def _schema_view(env: Envelope) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class HistoryRow:
+    """One version: its offline ``metrics`` (from the envelope) and its ``live``
+    evaluations (``evaluate`` audit records, oldest first: at, metrics, rows, window)."""
+
     version: int
     created_at: str
     created_by: str
     metrics: dict[str, float]
     aliases: tuple[str, ...]
     commit: str | None
+    live: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def live_metrics(self) -> dict[str, float]:
+        """The metrics of the latest live evaluation ({} when there is none)."""
+        return dict(self.live[-1].get("metrics", {})) if self.live else {}
 
 
 def history(archive: Archive, name: str) -> list[HistoryRow]:
@@ -133,6 +143,11 @@ def history(archive: Archive, name: str) -> list[HistoryRow]:
     by_version: dict[int, list[str]] = {}
     for alias, record in archive.aliases(name).items():
         by_version.setdefault(int(record["version"]), []).append(alias)
+    live: dict[int, list[dict[str, Any]]] = {}
+    for record in archive.evaluations(name):
+        live.setdefault(int(record["version"]), []).append(
+            {k: record.get(k) for k in ("at", "metrics", "rows", "window")}
+        )
     rows = []
     for version in archive.versions(name):
         env = archive.envelope(f"{name}@{version}")
@@ -145,6 +160,7 @@ def history(archive: Archive, name: str) -> list[HistoryRow]:
                 metrics=env.metrics,
                 aliases=tuple(sorted(by_version.get(version, []))),
                 commit=code.get("commit") if isinstance(code, dict) else None,
+                live=tuple(live.get(version, [])),
             )
         )
     return rows

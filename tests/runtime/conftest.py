@@ -5,6 +5,9 @@ here. In its place stands `Verifier`, a small HTTP proxy on 127.0.0.1 that does 
 Gateway does with a signed request: recompute the SigV4 signature with botocore from the
 secret it knows for the key id, refuse with 403 unless it matches exactly (method, path,
 query, signed headers and the body's hash), and only then forward to the real server.
+
+The drift tests' factories live here too: the churn model's training baseline, fresh
+samples of the training distribution, and a known shift of them.
 """
 
 from __future__ import annotations
@@ -19,16 +22,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from dscloud import example
 from dscloud.archive import Archive
+from dscloud.baseline import Baseline, build_baseline
+from dscloud.drift import DriftCounts
 from dscloud.envelope import Artifact
+from dscloud.scorer import Scorer
 from tests.runtime.server.conftest import Server, publish_all
 
-__all__ = ["KEY_ID", "REGION", "SECRET", "StaticSession", "Verifier"]
+__all__ = [
+    "KEY_ID",
+    "REGION",
+    "SECRET",
+    "StaticSession",
+    "Verifier",
+    "columns_of",
+    "counted",
+    "shifted",
+]
 
 REGION = "eu-west-1"
 KEY_ID, SECRET = "AKIADSCLOUDTEST00001", "known-test-secret/abcdefghijklmnopqrstuv"
@@ -167,3 +185,51 @@ def rows_json(churn_artifact: Artifact) -> bytes:
     """The churn model's golden inputs as an MLflow `dataframe_records` body."""
     rows = [dict(g.inputs) for g in churn_artifact.envelope.goldens]
     return json.dumps({"dataframe_records": rows}).encode()
+
+
+# -- drift: the training baseline, fresh and shifted samples --------------------------
+
+
+def columns_of(frame: pd.DataFrame) -> dict[str, Any]:
+    """A frame's feature columns as numpy arrays, as the batch reader hands them over."""
+    return {name: frame[name].to_numpy() for name in example.FEATURES}
+
+
+@pytest.fixture(scope="session")
+def churn_scorer(churn_artifact: Artifact) -> Scorer:
+    return Scorer(churn_artifact)
+
+
+@pytest.fixture(scope="session")
+def churn_baseline(churn_example: example.TrainedExample, churn_scorer: Scorer) -> Baseline:
+    """The baseline packaging builds: features from the training rows, predictions from
+    the model's outputs on the rows it was checked on."""
+    sample = churn_example.X_test
+    preds = churn_scorer.score_columns(columns_of(sample), len(sample))
+    return build_baseline(churn_scorer.schema, columns_of(churn_example.X_train), preds)
+
+
+@pytest.fixture(scope="session")
+def fresh_sample() -> pd.DataFrame:
+    """New rows from the training distribution (another seed): no drift."""
+    return example.churn_data(4000, seed=1)
+
+
+def shifted(frame: pd.DataFrame, *, seed: int = 2) -> pd.DataFrame:
+    """``age`` moved up by one standard deviation and the ``standard`` plan's share doubled
+    (30% -> 60%, taken evenly from the other plans); every other column as it was."""
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    out["age"] = out["age"] + out["age"].std()
+    others = np.flatnonzero(out["plan"].to_numpy() != "standard")
+    wanted = int(0.6 * len(out)) - int((out["plan"] == "standard").sum())
+    out.loc[rng.choice(others, wanted, replace=False), "plan"] = "standard"
+    return out
+
+
+def counted(baseline: Baseline, scorer: Scorer, frame: pd.DataFrame) -> DriftCounts:
+    """Score ``frame`` and count what scored, as every runtime does."""
+    columns = columns_of(frame)
+    counts = DriftCounts(baseline)
+    counts.add_scored(columns, scorer.score_columns(columns, len(frame)))
+    return counts

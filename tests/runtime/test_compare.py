@@ -52,3 +52,17 @@ def test_history_lists_versions_with_metrics_and_aliases(tmp_path) -> None:
     assert [r.aliases for r in rows] == [(), ("production",), ("staging",)]
     assert all(set(r.metrics) == {"auc", "accuracy", "log_loss"} for r in rows)
     assert len({r.metrics["auc"] for r in rows}) == 3
+
+
+def test_history_shows_live_metrics_beside_the_offline_ones(archive: Archive) -> None:
+    # given two live evaluations of churn@1 recorded from outcomes
+    archive.record_evaluation(
+        "churn", 1, {"metrics": {"auc": 0.81}, "rows": {"matched": 900}, "window": None}
+    )
+    archive.record_evaluation(
+        "churn", 1, {"metrics": {"auc": 0.74}, "rows": {"matched": 950}, "window": None}
+    )
+    (row,) = history(archive, "churn")
+    assert [e["metrics"]["auc"] for e in row.live] == [0.81, 0.74]
+    assert row.live_metrics == {"auc": 0.74}
+    assert "auc" in row.metrics  # the offline figure stays beside it
