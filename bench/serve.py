@@ -1,16 +1,29 @@
-"""Serving benchmark: raw ONNX Runtime, the scoring core, our server and `mlflow models serve`.
+"""Serving benchmark: raw ONNX Runtime, the scoring core, our server, its peers, the ceiling.
 
 One run, side by side, on the same two models (the example churn pipeline and a 100-tree
 random forest): single-row latency p50/p99 at concurrency 1, requests/s at concurrency 16
-and 64, rows/s for 1,000-row requests, and server RSS. Writes bench/results/serve.json;
+and 64, rows/s for 1,000-row requests, and server RSS, for
+- `dsc serve` (`POST /invocations`, dataframe_split);
+- `mlflow models serve` of the *same ONNX model* saved with `mlflow.onnx.save_model`
+  (tensor body, `{"inputs": ...}`): what a user who has an ONNX model would run; the
+  baseline every ratio is taken against;
+- `mlflow models serve` of the scikit-learn estimator (`mlflow.sklearn`, dataframe_split);
+- MLServer with its scikit-learn runtime (Open Inference Protocol v2), where it installs;
+- the ceiling: `bench/ceiling.py`, a bare ASGI app answering a fixed body on the same
+  uvicorn + uvloop + httptools stack and settings.
+One worker against one worker, and two against two. Writes bench/results/serve.json;
 bench/serve.md quotes the figures.
 
     .venv/bin/python bench/serve.py [--seconds 8]      # measure, write results/serve.json
     .venv/bin/python bench/serve.py --report           # the tables of bench/serve.md
 
-Needs `wrk` (apt-get install wrk) and an MLflow venv with the same scikit-learn
+Needs `wrk` (apt-get install wrk), an MLflow venv with the same scikit-learn
 (bench/.venv-mlflow: `python3.11 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip
-install mlflow scikit-learn==<ours>`). Only 127.0.0.1 is used. Not a test: run by hand.
+install mlflow onnx onnxruntime scikit-learn==<ours>`) and, optionally, an MLServer venv
+(bench/.venv-mlserver: `pip install mlserver mlserver-sklearn scikit-learn==<ours>
+"uvloop<0.22"`: MLServer 1.7.1's inference-pool workers die with "There is no current
+event loop" on uvloop 0.22+).
+Only 127.0.0.1 is used. Not a test: run by hand.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from dscloud.scorer import Scorer
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MLFLOW_VENV = HERE / ".venv-mlflow"
+MLSERVER_VENV = HERE / ".venv-mlserver"
 RESULTS = HERE / "results" / "serve.json"
 BATCH_ROWS = 1000
 
@@ -52,13 +66,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 180, method: str = "GET"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: server exited with {proc.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.request(method, url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -154,17 +170,30 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: float, work: Path) 
     }
 
 
-def check_answer(url: str, body: bytes, n_rows: int) -> None:
+def answered_rows(answer: Any) -> int:
+    """Rows in an answer of any of the servers measured (0 for the ceiling's fixed body)."""
+    if "outputs" in answer:  # OIP v2 (MLServer)
+        return int(answer["outputs"][0]["shape"][0])
+    predictions = answer["predictions"]
+    if isinstance(predictions, dict):  # mlflow onnx: {output name: values}
+        return len(next(iter(predictions.values())))
+    return len(predictions)
+
+
+def check_answer(url: str, body: bytes, n_rows: int | None) -> None:
+    """Fail the run unless the server scored ``n_rows`` rows (None: any answer will do)."""
     r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
     r.raise_for_status()
-    assert len(r.json()["predictions"]) == n_rows, r.text[:200]
+    if n_rows is not None:
+        assert answered_rows(r.json()) == n_rows, r.text[:300]
 
 
 def measure_server(
     name: str, url: str, one: bytes, batch: bytes, pid: int, seconds: float, work: Path
 ) -> dict[str, Any]:
-    check_answer(url, one, 1)
-    check_answer(url, batch, BATCH_ROWS)
+    scores = not name.startswith("ceiling")
+    check_answer(url, one, 1 if scores else None)
+    check_answer(url, batch, BATCH_ROWS if scores else None)
     wrk(url, one, connections=4, seconds=2, work=work)  # warm up
     result: dict[str, Any] = {"server": name}
     result["c1"] = wrk(url, one, connections=1, seconds=seconds, work=work)
@@ -197,17 +226,66 @@ def ours(
 
 
 def mlflow(
-    model_dir: Path, workers: int, one: bytes, batch: bytes, seconds: float, work: Path
+    flavor: str,
+    model_dir: Path,
+    workers: int,
+    one: bytes,
+    batch: bytes,
+    seconds: float,
+    work: Path,
 ) -> dict[str, Any]:
     port = free_port()
     argv = [str(MLFLOW_VENV / "bin/mlflow"), "models", "serve", "-m", str(model_dir)]
     return serve_and_measure(
-        f"mlflow models serve, {workers} worker(s)",
+        f"mlflow {flavor}, {workers} worker(s)",
         [*argv, "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", str(workers)],
+        # mlflow starts uvicorn through a shell: its venv's bin must be on PATH.
         {**os.environ, "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ['PATH']}"},
         port,
         "/ping",
         (one, batch, seconds, work),
+    )
+
+
+def mlserver(
+    name: str, model_dir: Path, workers: int, one: bytes, batch: bytes, seconds: float, work: Path
+) -> dict[str, Any]:
+    """MLServer's scikit-learn runtime over OIP v2. ``workers`` is its inference pool size
+    (``parallel_workers``); with 1 it scores in the one HTTP process, like the others."""
+    port = free_port()
+    settings = {
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "host": "127.0.0.1",
+        "parallel_workers": 0 if workers == 1 else workers,
+    }
+    (model_dir / "settings.json").write_text(json.dumps(settings))
+    return serve_and_measure(
+        f"mlserver sklearn, {workers} worker(s)",
+        [str(MLSERVER_VENV / "bin/mlserver"), "start", str(model_dir)],
+        {**os.environ, "PATH": f"{MLSERVER_VENV / 'bin'}:{os.environ['PATH']}"},
+        port,
+        f"/v2/models/{name}/ready",
+        (one, batch, seconds, work),
+        path=f"/v2/models/{name}/infer",
+    )
+
+
+def ceiling(workers: int, one: bytes, batch: bytes, seconds: float, work: Path) -> dict[str, Any]:
+    """bench/ceiling.py on uvicorn with the loop, parser and settings of ``dsc serve``."""
+    port = free_port()
+    argv = [str(ROOT / ".venv/bin/uvicorn"), "ceiling:app", "--app-dir", str(HERE)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header"]
+    return serve_and_measure(
+        f"ceiling (bare ASGI), {workers} worker(s)",
+        [*argv, "--timeout-keep-alive", "75", "--log-level", "warning"],
+        dict(os.environ),
+        port,
+        "/",
+        (one, batch, seconds, work),
+        ready_method="POST",
     )
 
 
@@ -218,8 +296,11 @@ def serve_and_measure(
     port: int,
     ready_path: str,
     load: tuple[bytes, bytes, float, Path],
+    *,
+    path: str = "/invocations",
+    ready_method: str = "GET",
 ) -> dict[str, Any]:
-    """Start a server, wait until ``ready_path`` answers, load it with wrk, stop it."""
+    """Start a server, wait until ``ready_path`` answers, load ``path`` with wrk, stop it."""
     one, batch, seconds, work = load
     proc = subprocess.Popen(
         argv,
@@ -229,9 +310,9 @@ def serve_and_measure(
         start_new_session=True,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}{ready_path}", proc)
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", proc, method=ready_method)
         return measure_server(
-            label, f"http://127.0.0.1:{port}/invocations", one, batch, proc.pid, seconds, work
+            label, f"http://127.0.0.1:{port}{path}", one, batch, proc.pid, seconds, work
         )
     finally:
         stop(proc)
@@ -251,6 +332,78 @@ def save_mlflow_model(estimator: Any, X: Any, out: Path, work: Path) -> None:
     subprocess.run(
         [str(MLFLOW_VENV / "bin/python"), "-c", code, str(pkl), str(out)], check=True, timeout=300
     )
+
+
+def save_mlflow_onnx_model(model: bytes, example: bytes, out: Path, work: Path) -> None:
+    """mlflow.onnx.save_model of the envelope's own model.onnx, its signature inferred
+    from one tensor-form request body (``example``) as MLflow's docs show."""
+    onnx_file, example_file = work / f"{out.name}.onnx", work / f"{out.name}.example.json"
+    onnx_file.write_bytes(model)
+    example_file.write_bytes(example)
+    code = (
+        "import json, sys, numpy as np, onnx, onnxruntime as ort, mlflow.onnx\n"
+        "from mlflow.models import infer_signature\n"
+        "model = onnx.load(sys.argv[1])\n"
+        "sess = ort.InferenceSession(sys.argv[1])\n"
+        "body = json.load(open(sys.argv[2]))['inputs']\n"
+        "types = {i.name: np.float32 if i.type == 'tensor(float)' else object"
+        " for i in sess.get_inputs()}\n"
+        "x = ({k: np.array(v, dtype=types[k]) for k, v in body.items()} if isinstance(body, dict)"
+        " else np.array(body, dtype=np.float32))\n"
+        "feeds = x if isinstance(x, dict) else {sess.get_inputs()[0].name: x}\n"
+        "y = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))\n"
+        "mlflow.onnx.save_model(model, sys.argv[3], signature=infer_signature(x, y))\n"
+    )
+    subprocess.run(
+        [str(MLFLOW_VENV / "bin/python"), "-c", code, str(onnx_file), str(example_file), str(out)],
+        check=True,
+        timeout=300,
+    )
+
+
+def save_mlserver_model(estimator: Any, name: str, out: Path) -> None:
+    """A model directory for MLServer's scikit-learn runtime (joblib file + settings)."""
+    import joblib
+
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(estimator, out / "model.joblib")
+    settings = {
+        "name": name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+    }
+    (out / "model-settings.json").write_text(json.dumps(settings))
+
+
+def tensor_body(input_names: list[str], rows: list[dict[str, Any]], columns: list[str]) -> bytes:
+    """MLflow's tensor form: one ``[N, k]`` input as a list of rows, several inputs by name
+    (each ``[N, 1]``)."""
+    if len(input_names) == 1:
+        return json.dumps({"inputs": [[r[c] for c in columns] for r in rows]}).encode()
+    return json.dumps({"inputs": {n: [[r[n]] for r in rows] for n in input_names}}).encode()
+
+
+def oip_body(rows: list[dict[str, Any]], columns: list[str], *, frame: bool) -> bytes:
+    """An OIP v2 request for MLServer asking for ``predict_proba``: one ``[N, k]`` FP64
+    tensor, or (``frame``) one tensor per column decoded into a DataFrame (pandas codec)."""
+    if frame:
+        inputs = [
+            {
+                "name": c,
+                "shape": [len(rows)],
+                "datatype": "BYTES" if isinstance(rows[0][c], str) else "FP64",
+                "data": [r[c] for r in rows],
+            }
+            for c in columns
+        ]
+        params: dict[str, Any] = {"parameters": {"content_type": "pd"}}
+    else:
+        data = [float(r[c]) for r in rows for c in columns]
+        inputs = [
+            {"name": "X", "shape": [len(rows), len(columns)], "datatype": "FP64", "data": data}
+        ]
+        params = {}
+    return json.dumps({**params, "inputs": inputs, "outputs": [{"name": "predict_proba"}]}).encode()
 
 
 # -- in process ----------------------------------------------------------------------------
@@ -350,18 +503,39 @@ def main() -> int:
             one, batch = split_body(rows[:1], columns), split_body(batch_rows, columns)
             entry: dict[str, Any] = {"in_process": in_process(artifact, rows[0], batch_rows)}
             print(f"  in process: {json.dumps(entry['in_process'])}", flush=True)
-            entry["servers"] = [
-                ours(archive.uri, name, 1, one, batch, args.seconds, work),
-                ours(archive.uri, name, 2, one, batch, args.seconds, work),
-            ]
+            onnx_inputs = [i.name for i in Scorer(artifact).session.get_inputs()]
+            servers: list[dict[str, Any]] = []
+            for w in (1, 2):
+                servers.append(ceiling(w, one, batch, args.seconds, work))
+                servers.append(ours(archive.uri, name, w, one, batch, args.seconds, work))
             if not args.no_mlflow:
-                model_dir = work / f"mlflow-{name}"
+                t_one = tensor_body(onnx_inputs, rows[:1], columns)
+                t_batch = tensor_body(onnx_inputs, batch_rows, columns)
+                onnx_dir = work / f"mlflow-onnx-{name}"
+                save_mlflow_onnx_model(artifact.model, t_one, onnx_dir, work)
+                sk_dir = work / f"mlflow-sklearn-{name}"
                 save_mlflow_model(
-                    estimator, sample[columns] if name == "forest" else sample, model_dir, work
+                    estimator, sample[columns] if name == "forest" else sample, sk_dir, work
                 )
-                entry["servers"].append(mlflow(model_dir, 1, one, batch, args.seconds, work))
-                entry["servers"].append(mlflow(model_dir, 2, one, batch, args.seconds, work))
-                entry["ratios"] = ratios(entry["servers"])
+                for w in (1, 2):
+                    servers.append(mlflow("onnx", onnx_dir, w, t_one, t_batch, args.seconds, work))
+                    servers.append(mlflow("sklearn", sk_dir, w, one, batch, args.seconds, work))
+            if (MLSERVER_VENV / "bin/mlserver").exists():
+                frame = name != "forest"
+                o_one = oip_body(rows[:1], columns, frame=frame)
+                o_batch = oip_body(batch_rows, columns, frame=frame)
+                ms_dir = work / f"mlserver-{name}"
+                save_mlserver_model(estimator, name, ms_dir)
+                for w in (1, 2):
+                    try:
+                        servers.append(
+                            mlserver(name, ms_dir, w, o_one, o_batch, args.seconds, work)
+                        )
+                    except (RuntimeError, AssertionError, httpx.HTTPError) as exc:
+                        print(f"  mlserver, {w} worker(s): failed: {exc}", flush=True)
+                        entry.setdefault("failed", []).append(f"mlserver {w}: {exc}"[:500])
+            entry["servers"] = servers
+            entry["ratios"] = ratios(servers)
             results["models"][name] = entry
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -369,20 +543,41 @@ def main() -> int:
     return 0
 
 
-def ratios(servers: list[dict[str, Any]]) -> dict[str, float]:
-    """Ours vs MLflow, one worker against one worker (and two against two)."""
+def ratios(servers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every server against MLflow's onnx flavor and against the ceiling, with the same
+    number of workers: ``{server: {"vs_mlflow_onnx": {...}, "vs_ceiling": {...}}}``.
+
+    Throughput figures are ``server / baseline`` (higher is better), p50 is
+    ``server / baseline`` too (lower is better)."""
+
+    def against(srv: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float] | None:
+        if base is None:
+            return None
+        out = {
+            f"{c}_rps_x": round(srv[c]["requests_per_s"] / base[c]["requests_per_s"], 3)
+            for c in ("c1", "c16", "c64")
+        }
+        out["p50_x"] = round(srv["c1"]["p50_ms"] / base["c1"]["p50_ms"], 3)
+        if base["server"].startswith("mlflow"):
+            out["rows1000_x"] = round(
+                srv["rows1000_c4"]["rows_per_s"] / base["rows1000_c4"]["rows_per_s"], 2
+            )
+            out["rss_x"] = round(srv["rss_mb"] / base["rss_mb"], 2)
+        return out
+
     by = {s["server"]: s for s in servers}
-    out = {}
-    for w in (1, 2):
-        o, m = by[f"dsc serve, {w} worker(s)"], by[f"mlflow models serve, {w} worker(s)"]
-        out[f"w{w}_c16_rps_x"] = round(o["c16"]["requests_per_s"] / m["c16"]["requests_per_s"], 1)
-        out[f"w{w}_c64_rps_x"] = round(o["c64"]["requests_per_s"] / m["c64"]["requests_per_s"], 1)
-        out[f"w{w}_p50_fraction"] = round(o["c1"]["p50_ms"] / m["c1"]["p50_ms"], 3)
-        out[f"w{w}_rows1000_x"] = round(
-            o["rows1000_c4"]["rows_per_s"] / m["rows1000_c4"]["rows_per_s"], 1
-        )
-        out[f"w{w}_rss_fraction"] = round(o["rss_mb"] / m["rss_mb"], 2)
-    return out
+    result: dict[str, Any] = {}
+    for srv in servers:
+        w = srv["server"].rsplit(", ", 1)[1]
+        result[srv["server"]] = {
+            "vs_mlflow_onnx": against(srv, by.get(f"mlflow onnx, {w}")),
+            "vs_ceiling": against(srv, by.get(f"ceiling (bare ASGI), {w}")),
+        }
+    return result
+
+
+def _x(r: dict[str, Any] | None, key: str, digits: int = 2) -> str:
+    return "" if r is None or key not in r else f"{r[key]:.{digits}f}"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -401,27 +596,35 @@ def report(results: dict[str, Any]) -> str:
             f"| {ip['core_score_records_1000rows']['p50_us']} |",
             f"| core / raw | {ip['core_over_raw_1row']}x | {ip['core_over_raw_1000rows']}x |",
             "",
-            "| over HTTP (`POST /invocations`, dataframe_split) | p50 ms c=1 | p99 ms c=1 "
+            "| over HTTP, 1-row and 1,000-row requests | p50 ms c=1 | p99 ms c=1 | req/s c=1 "
             "| req/s c=16 | req/s c=64 | rows/s, 1,000-row requests | RSS MB | errors |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for srv in entry["servers"]:
             errors = sum(srv[k]["errors"] for k in ("c1", "c16", "c64", "rows1000_c4"))
             lines.append(
                 f"| {srv['server']} | {srv['c1']['p50_ms']} | {srv['c1']['p99_ms']} "
+                f"| {srv['c1']['requests_per_s']:.0f} "
                 f"| {srv['c16']['requests_per_s']:.0f} | {srv['c64']['requests_per_s']:.0f} "
                 f"| {srv['rows1000_c4']['rows_per_s']:,} | {srv['rss_mb']} | {errors} |"
             )
-        if "ratios" in entry:
-            r = entry["ratios"]
-            lines += [
-                "",
-                f"Ours vs MLflow, one worker each: **{r['w1_c16_rps_x']}x** req/s at c=16, "
-                f"**{r['w1_c64_rps_x']}x** at c=64, p50 **{r['w1_p50_fraction']}** of MLflow's, "
-                f"**{r['w1_rows1000_x']}x** rows/s on 1,000-row requests, RSS "
-                f"{r['w1_rss_fraction']} of MLflow's. Two workers each: {r['w2_c16_rps_x']}x "
-                f"and {r['w2_c64_rps_x']}x req/s, p50 {r['w2_p50_fraction']} of MLflow's.",
-            ]
+        lines += [
+            "",
+            "| ratios, same number of workers | req/s c=16 ÷ MLflow onnx | req/s c=64 ÷ MLflow "
+            "onnx | p50 c=1 ÷ MLflow onnx | rows/s ÷ MLflow onnx | RSS ÷ MLflow onnx "
+            "| req/s c=1 ÷ ceiling | req/s c=16 ÷ ceiling | req/s c=64 ÷ ceiling |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for srv in entry["servers"]:
+            r = entry["ratios"].get(srv["server"], {})
+            m, c = r.get("vs_mlflow_onnx"), r.get("vs_ceiling")
+            lines.append(
+                f"| {srv['server']} | {_x(m, 'c16_rps_x')} | {_x(m, 'c64_rps_x')} "
+                f"| {_x(m, 'p50_x', 3)} | {_x(m, 'rows1000_x')} | {_x(m, 'rss_x')} "
+                f"| {_x(c, 'c1_rps_x')} | {_x(c, 'c16_rps_x')} | {_x(c, 'c64_rps_x')} |"
+            )
+        for failure in entry.get("failed", []):
+            lines.append(f"\nNot measured: {failure}")
         lines.append("")
     return "\n".join(lines)
 

@@ -10,8 +10,12 @@ refuses a body:
   Runtime), as for any other bad value. Integers are read exactly at any size; orjson
   reads one beyond 64 bits as the nearest float instead, which an int64 column refuses
   as out of range all the same (the reason then shows the float).
-- ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python writes them, the standard
-  forbids them): a document holding one is malformed. A missing number is ``null``.
+- ``NaN``, ``Infinity`` and ``-Infinity`` are read as the floats they name, although the
+  standard forbids them: Python's ``json.dumps`` writes them, so ``tritonclient`` and any
+  Python client send a missing FP32 value as ``NaN``, and MLflow's server reads it. ``NaN``
+  is then a missing value, as ``null`` is (accepted where the column is nullable, refused
+  naming the column where it is not); an infinity meets the same rule as a number beyond
+  float32 (the core's, :mod:`dscloud.columns`). Any other bare word is malformed.
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["parse_json"]
+__all__ = ["NUMBER_TOKENS", "parse_json"]
+
+
+#: The non-standard number tokens the rule reads (what :func:`parse_json` accepts beyond JSON).
+NUMBER_TOKENS = (b"NaN", b"Infinity")
 
 
 def parse_json(data: bytes | str) -> Any:
-    """The value of the JSON document ``data``.
+    """The value of the JSON document ``data``; ``NaN``, ``Infinity`` and ``-Infinity``
+    become the floats they name.
 
     Raises ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``) for a document
     that is not JSON, and ``RecursionError`` for one nested too deeply.
     """
-    return json.loads(data, parse_constant=_not_json)
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value; send null for a missing number")
+    return json.loads(data)

@@ -150,7 +150,14 @@ class Scorer:
     def score_columns(
         self, columns: Mapping[str, Sequence[Any] | Array], n_rows: int
     ) -> Predictions:
-        """Score columnar input (lists or numpy arrays) in one session call."""
+        """Score columnar input (lists or numpy arrays) in one session call.
+
+        One row (the servers' common case) takes the same single-row path as
+        :meth:`score_records`; anything it does not pass goes the general way."""
+        if n_rows == 1 and len(columns) == len(self.schema.columns):
+            feeds = self.schema.encode_one({name: values[0] for name, values in columns.items()})
+            if feeds is not None:
+                return self._run(feeds, Predictions(envelope=self.envelope, rows=_ONE_ROW))
         return self._score(self.schema.encode_columns(columns, n_rows))
 
     def _score(self, encoded: Encoded) -> Predictions:

@@ -9,6 +9,13 @@ Small requests are scored on the event loop (a thread hop costs more than scorin
 row); bodies above :data:`INLINE_BYTES` go to a worker thread so health checks and small
 requests keep flowing meanwhile (ONNX Runtime releases the GIL while it runs).
 
+The two scoring endpoints (``POST /invocations``, ``POST /v2/models/.../infer``) are raw
+ASGI in front of Starlette: a one-row request costs tens of microseconds of Python
+between the socket and ``session.run``, and Starlette's middleware, router and
+``Request`` objects cost as much again (profiled: ``bench/serve.md``). They keep the same
+error table, metrics and access log as every other route; everything else (health,
+metadata, metrics, 404/405) is Starlette.
+
 For ``uvicorn --workers N`` the app is built per process by :func:`app_from_env`, an
 import-string factory that reads :class:`~dscloud.settings.Settings` from the environment.
 """
@@ -20,9 +27,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from starlette.applications import Starlette
@@ -46,17 +54,23 @@ from dscloud.scorer import Scorer
 from dscloud.server import invocations, oip
 from dscloud.server.admission import CSV_COST, JSON_COST, Admission, Ticket
 from dscloud.server.deadlines import deadline_protocol
-from dscloud.server.logs import configure_logging
+from dscloud.server.logs import AccessLog, configure_logging
 from dscloud.server.metrics import Metrics
 from dscloud.server.openapi import openapi
 from dscloud.server.protocols import loads
 from dscloud.settings import Settings
 from dscloud.version import __version__
 
-__all__ = ["INLINE_BYTES", "MODEL_HEADER", "app_from_env", "create_app"]
+__all__ = [
+    "INLINE_BYTES",
+    "MODEL_HEADER",
+    "ModelServer",
+    "app_from_env",
+    "create_app",
+    "infer_target",
+]
 
 log = logging.getLogger("dscloud.server")
-access = logging.getLogger("dscloud.server.access")
 
 #: Bodies up to this size are decoded and scored on the event loop itself.
 INLINE_BYTES = 64 * 1024
@@ -79,6 +93,22 @@ class Exchange:
 
 
 Handler = Callable[[Request, Exchange], Awaitable[Response]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_INFER_PREFIX, _INFER_SUFFIX = "/v2/models/", "/infer"
+_MODEL_HEADER_RAW = MODEL_HEADER.encode()
+
+
+@dataclass(frozen=True)
+class RawRoute:
+    """A raw ASGI handler that Starlette mounts as an app (a bound method would be wrapped
+    as a request/response function)."""
+
+    handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -98,6 +128,22 @@ def _model_headers(scorer: Scorer) -> dict[str, str]:
         "x-model-version": str(model.version),
         "x-model-sha256": model.sha256,
     }
+
+
+def _raw_model_headers(scorer: Scorer) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in _model_headers(scorer).items()]
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """``(name, version or None)`` of an OIP infer path, None for any other path."""
+    if not (path.startswith(_INFER_PREFIX) and path.endswith(_INFER_SUFFIX)):
+        return None
+    parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+        return parts[0], parts[2]
+    return None
 
 
 def error_response(exc: Exception, exchange: Exchange) -> Response:
@@ -144,7 +190,9 @@ class ModelServer:
         self.admission = Admission(
             max_concurrent=settings.max_concurrent, budget_bytes=settings.memory_budget_bytes
         )
+        self.access = AccessLog()
         self._openapi = orjson.dumps(openapi(sorted(models.models)))
+        self._starlette = self._build()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -158,20 +206,22 @@ class ModelServer:
                 response = await handler(request, exchange)
             except Exception as exc:
                 response = error_response(exc, exchange)
-            self._observe(request, exchange, response.status_code, started)
+            self._observe(request.method, request.url.path, exchange, response.status_code, started)
             return response
 
         return Route(path, run, methods=methods, name=endpoint)
 
-    def _observe(self, request: Request, exchange: Exchange, status: int, started: float) -> None:
+    def _observe(
+        self, method: str, path: str, exchange: Exchange, status: int, started: float
+    ) -> None:
         seconds = time.perf_counter() - started
         scorer = exchange.scorer
         model = scorer.name if scorer is not None else ""
         version = str(scorer.version) if scorer is not None else ""
         self.metrics.observe(exchange.endpoint, model, version, status, seconds, exchange.rows)
         fields: dict[str, Any] = {
-            "method": request.method,
-            "path": request.url.path,
+            "method": method,
+            "path": path,
             "status": status,
             "latency_ms": round(seconds * 1000, 3),
         }
@@ -179,50 +229,71 @@ class ModelServer:
             fields.update(model=model, version=scorer.version, rows=exchange.rows)
         if exchange.error is not None:
             fields["error"] = exchange.error
-        access.info("request", extra=fields)
+        self.access.request(fields)
 
     async def not_routed(self, request: Request, exc: Exception) -> Response:
         """404 / 405 from the router, in the same shape as every other error."""
         exchange = Exchange("unrouted")
         response = error_response(exc, exchange)
-        self._observe(request, exchange, response.status_code, time.perf_counter())
+        self._observe(
+            request.method, request.url.path, exchange, response.status_code, time.perf_counter()
+        )
         return response
 
-    async def body(self, request: Request, ticket: Ticket) -> bytes:
+    async def body(self, receive: Receive, declared: str | None, ticket: Ticket) -> bytes:
         """The request body, refused with 413 as soon as it passes the limit, 408 when it
         does not arrive within ``body_seconds``, and 503 when its memory does not fit in
-        the budget (reserved on ``ticket`` before it is read)."""
+        the budget (reserved on ``ticket`` before it is read).
+
+        ``declared`` is the Content-Length header. Raises :class:`PayloadTooLargeError`,
+        :class:`RequestTimeoutError`, :class:`OverloadedError`, and
+        :class:`ClientDisconnect` when the client hangs up before the body is complete.
+        """
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLargeError(
                 f"body of {declared} bytes exceeds the limit of {limit} bytes "
                 "(DSC_MAX_BODY_BYTES); send fewer rows per request"
             )
-        if declared is not None and declared.isdigit():
-            ticket.reserve(int(declared))
+        reserved = declared is not None and declared.isdigit()
+        if reserved:
+            ticket.reserve(int(declared))  # type: ignore[arg-type]
         seconds = self.settings.body_seconds
         try:
             async with asyncio.timeout(seconds if seconds > 0 else None):
-                return await self._read(request, ticket, limit, reserved=declared is not None)
+                return await self._read(receive, ticket, limit, reserved=reserved)
         except TimeoutError:
             raise RequestTimeoutError(
                 f"the body did not arrive within {seconds:g} s (DSC_BODY_SECONDS)"
             ) from None
 
-    async def _read(self, request: Request, ticket: Ticket, limit: int, *, reserved: bool) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
+    async def _read(self, receive: Receive, ticket: Ticket, limit: int, *, reserved: bool) -> bytes:
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more and not chunks:
+                if len(chunk) > limit:
+                    break
+                if not reserved:
+                    ticket.reserve(len(chunk))
+                return bytes(chunk)  # the common case: the whole body in one message
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLargeError(
-                    f"body exceeds the limit of {limit} bytes (DSC_MAX_BODY_BYTES); "
-                    "send fewer rows per request"
-                )
+                break
             if not reserved:  # chunked: reserve as it arrives
                 ticket.reserve(len(chunk))
             chunks.append(chunk)
-        return b"".join(chunks)
+        else:
+            return b"".join(chunks)
+        raise PayloadTooLargeError(
+            f"body exceeds the limit of {limit} bytes (DSC_MAX_BODY_BYTES); "
+            "send fewer rows per request"
+        )
 
     def live(self, name: str, version: str | None = None) -> tuple[LiveModel, Scorer]:
         """The live model and the scorer that answers this request, read once: a hot swap
@@ -274,41 +345,67 @@ class ModelServer:
 
     # -- scoring --------------------------------------------------------------------------
 
-    async def infer(self, request: Request, exchange: Exchange) -> Response:
-        params = request.path_params
-        scorer = exchange.scorer = self.live(params["name"], params.get("version"))[1]
-        with self.admission.request(JSON_COST) as ticket:
-            body = await self.body(request, ticket)
+    async def score(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /invocations`` and ``POST /v2/models/{name}[/versions/{v}]/infer`` as raw
+        ASGI: decode, score, encode, then the same metrics and access line as any route."""
+        started = time.perf_counter()
+        path: str = scope["path"]
+        target = infer_target(path)
+        exchange = Exchange("invocations" if target is None else "infer")
+        content_type, declared, model_header = "", None, None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value.decode("latin-1")
+            elif key == _MODEL_HEADER_RAW:
+                model_header = value.decode("latin-1")
+        try:
+            if target is None:
+                query = scope.get("query_string", b"")
+                chosen = parse_qs(query.decode("latin-1")).get("model", [""])[-1] if query else ""
+                scorer = self._invocation_model(chosen or None, model_header).scorer
+            else:
+                scorer = self.live(*target)[1]
+            exchange.scorer = scorer
+            csv = target is None and invocations.is_csv(content_type)
+            with self.admission.request(CSV_COST if csv else JSON_COST) as ticket:
+                body = await self.body(receive, declared, ticket)
 
-            def work() -> bytes:
-                batch = oip.decode_infer(loads(body), scorer.schema)
-                exchange.rows = batch.n_rows
-                preds = scorer.score_columns(batch.columns, batch.n_rows)
-                preds.raise_for_rejects()
-                return oip.encode_infer(preds, scorer, batch)
+                def work() -> bytes:
+                    if target is None:
+                        batch = invocations.decode_invocations(body, content_type, scorer.schema)
+                    else:
+                        batch = oip.decode_infer(loads(body), scorer.schema)
+                    exchange.rows = batch.n_rows
+                    preds = scorer.score_columns(batch.columns, batch.n_rows)
+                    preds.raise_for_rejects()
+                    if target is None:
+                        return invocations.encode_invocations(preds, scorer)
+                    return oip.encode_infer(preds, scorer, batch)
 
-            answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
-        return Response(answer, media_type=JSON, headers=_model_headers(scorer))
+                answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
+            status = 200
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(answer)).encode()),
+                *_raw_model_headers(scorer),
+            ]
+        except Exception as exc:
+            response = error_response(exc, exchange)
+            status, answer, headers = (
+                response.status_code,
+                bytes(response.body),
+                response.raw_headers,
+            )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+        self._observe("POST", path, exchange, status, started)
 
-    async def invoke(self, request: Request, exchange: Exchange) -> Response:
-        scorer = exchange.scorer = self._invocation_model(request).scorer
-        content_type = request.headers.get("content-type", "")
-        cost = CSV_COST if invocations.is_csv(content_type) else JSON_COST
-        with self.admission.request(cost) as ticket:
-            body = await self.body(request, ticket)
+    def _invocation_model(self, query: str | None, header: str | None) -> LiveModel:
+        """The model ``POST /invocations`` asked for (?model= or the header), or the only one.
 
-            def work() -> bytes:
-                batch = invocations.decode_invocations(body, content_type, scorer.schema)
-                exchange.rows = batch.n_rows
-                preds = scorer.score_columns(batch.columns, batch.n_rows)
-                preds.raise_for_rejects()
-                return invocations.encode_invocations(preds, scorer)
-
-            answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
-        return Response(answer, media_type=JSON, headers=_model_headers(scorer))
-
-    def _invocation_model(self, request: Request) -> LiveModel:
-        query, header = request.query_params.get("model"), request.headers.get(MODEL_HEADER)
+        Raises :class:`SchemaError` when the two name different models."""
         if query and header and query != header:
             raise SchemaError(
                 f"?model={query} and the {MODEL_HEADER} header ({header!r}) name different "
@@ -327,8 +424,19 @@ class ModelServer:
 
     # -- the app --------------------------------------------------------------------------
 
-    def app(self) -> Starlette:
-        """The Starlette app; its lifespan starts and stops alias polling."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app: scoring requests go straight to :meth:`score`, the rest to Starlette."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/invocations" or infer_target(path) is not None:
+                await self.score(scope, receive, send)
+                return
+        await self._starlette(scope, receive, send)
+
+    def _build(self) -> Starlette:
+        """The Starlette app for every other route; its lifespan starts and stops alias
+        polling and flushes the access log. The scoring routes are declared here too (the
+        same raw handler) so other methods on them get Starlette's 405."""
         get, post = ["GET"], ["POST"]
         r = self.route
         routes = [
@@ -339,10 +447,10 @@ class ModelServer:
             r("/v2/models/{name}/versions/{version}", self.model_metadata, "model_metadata", get),
             r("/v2/models/{name}/ready", self.model_ready, "model_ready", get),
             r("/v2/models/{name}/versions/{version}/ready", self.model_ready, "model_ready", get),
-            r("/v2/models/{name}/infer", self.infer, "infer", post),
-            r("/v2/models/{name}/versions/{version}/infer", self.infer, "infer", post),
+            Route("/v2/models/{name}/infer", RawRoute(self.score), methods=post),
+            Route("/v2/models/{name}/versions/{version}/infer", RawRoute(self.score), methods=post),
             r("/ping", self.ping, "ping", get),
-            r("/invocations", self.invoke, "invocations", post),
+            Route("/invocations", RawRoute(self.score), methods=post),
             r("/metrics", self.prometheus, "metrics", get),
             r("/openapi.json", self.openapi_json, "openapi", get),
         ]
@@ -363,6 +471,7 @@ class ModelServer:
                 yield
             finally:
                 self.models.stop()
+                self.access.flush()
 
         return Starlette(
             routes=routes,
@@ -371,12 +480,12 @@ class ModelServer:
         )
 
 
-def create_app(models: ModelSet, settings: Settings) -> Starlette:
+def create_app(models: ModelSet, settings: Settings) -> ModelServer:
     """The ASGI app serving ``models`` (already loaded and verified)."""
-    return ModelServer(models, settings).app()
+    return ModelServer(models, settings)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ModelServer:
     """Uvicorn's app factory (``dscloud.server.app:app_from_env``, ``factory=True``).
 
     Reads settings from the environment, loads and verifies every model; raises

@@ -132,6 +132,11 @@ def _from_records(value: Any, schema: Schema, fmt: str) -> Batch:
 
 
 def _from_columns(value: dict[str, Any], schema: Schema) -> Batch:
+    matrix = schema.matrix_input
+    if matrix is not None and list(value) == [matrix] and matrix not in schema.names:
+        # MLflow's tensor form by ONNX input name, {"inputs": {"X": [[...], ...]}}: for a
+        # model with one [N, k] input, each row lists the columns in the schema's order.
+        return _from_rows(value[matrix], schema, f"inputs.{matrix}")
     check_known(schema, list(value))
     n_rows: int | None = None
     for name, values in value.items():

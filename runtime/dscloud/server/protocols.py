@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from dscloud.errors import PayloadError, SchemaError
-from dscloud.json_input import parse_json
+from dscloud.json_input import NUMBER_TOKENS, parse_json
 from dscloud.schema import Schema
 
 __all__ = ["Batch", "check_known", "loads"]
@@ -43,10 +43,10 @@ def loads(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         error = exc
-    # orjson also refuses valid JSON it cannot hold, a lone surrogate escape: the core's
-    # JSON rule reads it, so that the core names the bad value as for a stream record.
-    # Only then: a malformed body is not parsed twice.
-    if "surrogate" in str(error):
+    # orjson also refuses what the core's JSON rule reads: a lone surrogate escape (valid
+    # JSON it cannot hold) and the NaN / Infinity tokens Python clients write. Only then
+    # does the rule parse again: a malformed body is not parsed twice.
+    if "surrogate" in str(error) or any(token in body for token in NUMBER_TOKENS):
         try:
             return parse_json(body)
         except (ValueError, RecursionError):

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from dscloud.envelope import Artifact
@@ -122,3 +123,97 @@ def test_empty_batch_answers_no_predictions(client: httpx.Client) -> None:
     r = client.post("/invocations?model=churn", json={"dataframe_records": []})
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == []
+
+
+def test_mlflow_tensor_form_by_onnx_input_name_for_a_matrix_model(
+    client: httpx.Client, forest_artifact: Artifact
+) -> None:
+    # given the forest (one [N, k] ONNX input) and rows in MLflow's tensor form by input name
+    schema = forest_artifact.envelope.schema
+    assert schema.matrix_input is not None
+    rows = [g.inputs for g in forest_artifact.envelope.goldens]
+    tensor = [[r[c] for c in schema.names] for r in rows]
+    # when sent as {"inputs": {"<onnx input>": [[...]]}} and as named columns
+    by_input = client.post(
+        "/invocations", params={"model": "forest"}, json={"inputs": {schema.matrix_input: tensor}}
+    )
+    by_columns = client.post(
+        "/invocations", params={"model": "forest"}, json={"dataframe_records": rows}
+    )
+    # then both are the goldens
+    assert by_input.status_code == 200, by_input.text
+    assert by_input.json()["predictions"] == by_columns.json()["predictions"]
+    assert by_input.json()["predictions"] == [g.outputs for g in forest_artifact.envelope.goldens]
+
+
+def test_nan_token_is_a_missing_value_where_the_column_is_nullable(
+    client: httpx.Client, churn_artifact: Artifact, churn_rows: list[dict[str, Any]]
+) -> None:
+    # given the same row with the nullable "age" as JSON null and as Python's NaN token
+    row = dict(churn_rows[0], age=None)
+    as_null = orjson_body({"dataframe_records": [row]})
+    as_nan = as_null.replace(b'"age":null', b'"age":NaN')
+    assert b"NaN" in as_nan
+    # when both are posted
+    answers = [
+        client.post("/invocations?model=churn", content=b, headers=JSON_HEADERS)
+        for b in (as_null, as_nan)
+    ]
+    # then they score the same
+    assert [a.status_code for a in answers] == [200, 200], answers[1].text
+    assert answers[0].json()["predictions"] == answers[1].json()["predictions"]
+
+
+@pytest.mark.parametrize("path", ["/invocations?model=churn", "/v2/models/churn/infer"])
+def test_nan_token_where_the_column_is_not_nullable_is_a_400_naming_it(
+    client: httpx.Client, churn_rows: list[dict[str, Any]], path: str
+) -> None:
+    row = dict(churn_rows[0], tenure_months=0.5)
+    if path.startswith("/invocations"):
+        body = orjson_body({"dataframe_records": [row]})
+    else:
+        body = orjson_body({"inputs": oip_tensors(row)})
+    r = client.post(path, content=body.replace(b"0.5", b"NaN", 1), headers=JSON_HEADERS)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "tenure_months" and "null" in r.json()["error"]
+
+
+def test_infinity_tokens_are_read_as_a_csv_inf_cell_is(
+    client: httpx.Client, churn_artifact: Artifact, churn_rows: list[dict[str, Any]]
+) -> None:
+    # given an infinite value as a JSON token and as a CSV cell (the core's one rule)
+    names = churn_artifact.envelope.schema.names
+    row = dict(churn_rows[0], monthly_charges=0.5)
+    as_token = orjson_body({"dataframe_records": [row]}).replace(b"0.5", b"-Infinity", 1)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(names)
+    writer.writerow(["-inf" if c == "monthly_charges" else row[c] for c in names])
+    # when both are posted
+    json_answer = client.post("/invocations?model=churn", content=as_token, headers=JSON_HEADERS)
+    csv_answer = client.post(
+        "/invocations?model=churn", content=text.getvalue(), headers={"content-type": "text/csv"}
+    )
+    # then the answers agree, whichever the rule decides
+    assert json_answer.status_code == csv_answer.status_code, (json_answer.text, csv_answer.text)
+    assert json_answer.json().get("predictions") == csv_answer.json().get("predictions")
+
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def orjson_body(doc: Any) -> bytes:
+    return orjson.dumps(doc)
+
+
+def oip_tensors(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``[1]`` tensor per column (FP32 for numbers, BYTES for strings)."""
+    return [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "BYTES" if isinstance(v, str) else "FP32",
+            "data": [v],
+        }
+        for k, v in row.items()
+    ]

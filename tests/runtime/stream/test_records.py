@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dscloud.errors import PayloadError
@@ -38,9 +40,9 @@ def test_entity_id_is_limited_in_utf8_bytes_not_characters() -> None:
     assert parse_payload(payload("\u4e2d" * 682, {})).entity_id == "\u4e2d" * 682  # 2046 bytes
 
 
-def test_nan_is_not_json_in_a_record_as_over_http() -> None:
-    # Python's json writes NaN; the standard does not have it, and orjson (the server)
-    # refuses it: a stream record holding one is refused too, not scored as a null.
+def test_nan_in_a_record_is_read_as_over_http() -> None:
+    # Python's json writes NaN for a missing float; the one JSON rule reads it (the server
+    # does too), and the core then treats it as a missing value of its column.
     data = payload("e1", {"tenure_months": 0}).replace(b"0}", b"NaN}")
-    with pytest.raises(PayloadError, match="NaN is not a JSON value; send null"):
-        parse_payload(data)
+    value = parse_payload(data).features["tenure_months"]
+    assert isinstance(value, float) and math.isnan(value)
