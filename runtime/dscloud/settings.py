@@ -15,6 +15,9 @@ max_body_bytes            ``DSC_MAX_BODY_BYTES``      ``16777216``
 predictions_table         ``DSC_PREDICTIONS_TABLE``   (none)
 output_stream             ``DSC_OUTPUT_STREAM``       (none)
 rejects_queue_url         ``DSC_REJECTS_QUEUE_URL``   (none)
+drift                     ``DSC_DRIFT``               ``on`` (``off``: no drift counting)
+drift_window_seconds      ``DSC_DRIFT_WINDOW_SECONDS``  ``300`` (drift published per window)
+drift_min_rows            ``DSC_DRIFT_MIN_ROWS``      ``500`` (fewer rows: keep counting)
 shard_index               ``AWS_BATCH_JOB_ARRAY_INDEX``  ``0``
 shard_count               ``DSC_SHARD_COUNT``         ``1``
 s3_endpoint               ``AWS_ENDPOINT_URL_S3`` or  (none: AWS; e.g. a moto server)
@@ -61,6 +64,19 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def _switch(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return _SWITCH[raw.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{key}={raw!r}: expected on or off") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     archive: str = DEFAULT_ARCHIVE
@@ -74,6 +90,9 @@ class Settings:
     predictions_table: str | None = None
     output_stream: str | None = None
     rejects_queue_url: str | None = None
+    drift: bool = True
+    drift_window_seconds: float = 300.0
+    drift_min_rows: int = 500
     shard_index: int = 0
     shard_count: int = 1
     s3_endpoint: str | None = None
@@ -98,6 +117,9 @@ class Settings:
             predictions_table=env.get("DSC_PREDICTIONS_TABLE") or None,
             output_stream=env.get("DSC_OUTPUT_STREAM") or None,
             rejects_queue_url=env.get("DSC_REJECTS_QUEUE_URL") or None,
+            drift=_switch(env, "DSC_DRIFT", True),
+            drift_window_seconds=_float(env, "DSC_DRIFT_WINDOW_SECONDS", 300.0),
+            drift_min_rows=_int(env, "DSC_DRIFT_MIN_ROWS", 500, minimum=1),
             shard_index=_int(env, "AWS_BATCH_JOB_ARRAY_INDEX", 0),
             shard_count=_int(env, "DSC_SHARD_COUNT", 1, minimum=1),
             s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,

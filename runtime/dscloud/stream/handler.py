@@ -80,6 +80,7 @@ from dscloud.archive import Archive
 from dscloud.errors import ConfigError, PayloadError, SchemaError
 from dscloud.live import LiveModel
 from dscloud.settings import Settings
+from dscloud.stream.drift import StreamDrift
 from dscloud.stream.records import StreamEvent, parse_payload
 from dscloud.stream.sinks import (
     STALE,
@@ -141,7 +142,8 @@ class StreamScorer:
 
     ``sinks`` are written in order: the first gets the newest prediction per entity, each
     later one what the one before it wrote. ``rejects`` gets the records that can never
-    be scored.
+    be scored. ``drift`` counts the scored rows across invocations and publishes drift
+    metrics once per window (:mod:`dscloud.stream.drift`; default: 300 s, 500 rows).
     """
 
     def __init__(
@@ -152,12 +154,14 @@ class StreamScorer:
         rejects: RejectSink,
         refresh_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        drift: StreamDrift | None = None,
     ) -> None:
         self.live = live
         self.sinks = list(sinks)
         self.rejects = rejects
         self.refresh_seconds = refresh_seconds
         self.clock = clock
+        self.drift = drift if drift is not None else StreamDrift(_publish, clock=clock)
         self._refreshed_at = clock()
 
     @classmethod
@@ -212,6 +216,13 @@ class StreamScorer:
             sinks=sinks,
             rejects=RejectsQueue(sqs, settings.rejects_queue_url),
             refresh_seconds=settings.refresh_seconds,
+            drift=StreamDrift(
+                _publish,
+                window_seconds=settings.drift_window_seconds,
+                min_rows=settings.drift_min_rows,
+                enabled=settings.drift,
+                clock=time.monotonic,
+            ),
         )
 
     # -- one invocation ----------------------------------------------------------------
@@ -298,9 +309,11 @@ class StreamScorer:
         if not slots:
             return
         scorer = self.live.scorer
-        preds = scorer.score_records([s.event.features for s in slots if s.event is not None])
+        features = [s.event.features for s in slots if s.event is not None]
+        preds = scorer.score_records(features)
         for row, reason in preds.rejects.items():
             self._fail(slots[row], SchemaError(reason, row=row))
+        self.drift.add(scorer, features, preds)
         classes = preds.classes
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for i, row in enumerate(preds.rows.tolist()):
@@ -375,6 +388,11 @@ class StreamScorer:
                     "record rejected",
                     extra={"sequence_number": slot.sequence_number, "reason": str(slot.error)},
                 )
+
+
+def _publish(name: str, value: float, unit: str) -> None:
+    """One drift metric, flushed with the invocation's other metrics (EMF)."""
+    metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
 
 
 def _newest_per_entity(slots: Sequence[_Slot]) -> list[_Slot]:
