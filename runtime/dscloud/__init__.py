@@ -19,6 +19,7 @@ from dscloud.archive import Archive, Ref
 from dscloud.envelope import Artifact, Envelope
 from dscloud.errors import DscError
 from dscloud.scorer import Predictions, Scorer
+from dscloud.version import __version__
 
 if TYPE_CHECKING:
     from dscloud.export import Tolerance, package
@@ -32,11 +33,10 @@ __all__ = [
     "Ref",
     "Scorer",
     "Tolerance",
+    "__version__",
     "package",
     "publish",
 ]
-
-__version__ = "0.1.0"
 
 
 def publish(

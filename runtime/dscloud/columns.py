@@ -1,6 +1,7 @@
 """One column of input values into one ONNX tensor, with a reason for every row refused.
 
-The conversions :class:`~dscloud.schema.Schema` applies per column: numbers (float32,
+A :class:`Column` declares one input feature; :func:`convert` is the conversion
+:class:`~dscloud.schema.Schema` applies per column: numbers (float32,
 float64, int64) and strings, from Python lists (JSON) or numpy arrays (Parquet/CSV). Fast
 paths handle clean input in numpy; anything unusual goes value by value so that each bad
 row gets its own reason naming the column and what it expected.
@@ -9,16 +10,16 @@ row gets its own reason naming the column and what it expected.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from dscloud.schema import Column
+from dscloud.errors import EnvelopeError
 
-__all__ = ["DTYPES", "F32_MAX", "MISSING", "convert", "encodable", "exact"]
+__all__ = ["DTYPES", "F32_MAX", "MISSING", "Column", "convert", "encodable", "exact"]
 
 Array = npt.NDArray[Any]
 
@@ -33,6 +34,58 @@ DTYPES: dict[str, Any] = {
 MISSING = object()
 
 
+@dataclass(frozen=True)
+class Column:
+    """One input feature. ``categories`` with ``allow_unknown=False`` refuses other values."""
+
+    name: str
+    dtype: str
+    nullable: bool = False
+    categories: tuple[str, ...] | None = None
+    allow_unknown: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise EnvelopeError(
+                f"column {self.name!r}: dtype {self.dtype!r} is not one of {sorted(DTYPES)}"
+            )
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype != "string"
+
+    def describe(self) -> str:
+        """A short human description of what this column accepts, for error messages."""
+        if not self.numeric:
+            if self.categories is not None and not self.allow_unknown:
+                text = f"one of {list(self.categories)}"
+            else:
+                text = "a string"
+        elif self.dtype == "int64":
+            text = "an integer"
+        else:
+            text = "a number"
+        return text + (" or null" if self.nullable else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+            out["allow_unknown"] = self.allow_unknown
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Column:
+        cats = data.get("categories")
+        return cls(
+            name=str(data["name"]),
+            dtype=str(data["dtype"]),
+            nullable=bool(data.get("nullable", False)),
+            categories=tuple(str(c) for c in cats) if cats is not None else None,
+            allow_unknown=bool(data.get("allow_unknown", True)),
+        )
+
+
 def exact(col: Column, values: Sequence[Any]) -> bool:
     """True when every value is exactly what ``col`` takes, so no row can be rejected."""
     # A plain loop: for the one to few values this sees, generators cost more than checks.
@@ -40,7 +93,7 @@ def exact(col: Column, values: Sequence[Any]) -> bool:
     for v in values:
         t = type(v)
         if dtype == "string":
-            if t is not str:
+            if t is not str or not (v.isascii() or encodable(v)):
                 return False
         elif dtype == "int64":
             if t is not int:
@@ -98,7 +151,8 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
                 bad[i] = f"column {col.name!r}: expected {col.describe()}, got {v!r}"
             else:
                 try:
-                    array[i] = v
+                    with np.errstate(over="ignore"):  # float32 overflow: flagged below
+                        array[i] = v
                 except OverflowError:
                     bad[i] = f"column {col.name!r}: {_show(v)} is out of range for {col.dtype}"
         _flag_overflow(col, values, array, bad)
@@ -228,6 +282,10 @@ def encodable(text: str) -> bool:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, np.generic):
+        # A numpy scalar (from Parquet) is shown as the Python value JSON or CSV would
+        # carry, so the same number gets the same reason in every runtime.
+        value = value.item()
     if isinstance(value, bool):
         return "a boolean"
     text = repr(value)

@@ -20,7 +20,7 @@ from typing import Any
 from dscloud.errors import ArtifactIntegrityError, EnvelopeError
 from dscloud.schema import Schema
 
-__all__ = ["FORMAT_VERSION", "Envelope", "Golden", "sha256_hex"]
+__all__ = ["FORMAT_VERSION", "Envelope", "Golden", "ModelIdentity", "sha256_hex"]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -29,6 +29,25 @@ ENVELOPE_FILE = "envelope.json"
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model answered: name, version and the sha256 of its ``model.onnx``.
+
+    Every answer, stored prediction, reject and batch manifest names the model with this
+    one record, so two runtimes never disagree on how a version is named. ``version`` is
+    an integer (None for an artifact not yet published); a protocol that wants text (OIP
+    v2's ``model_version``) prints it at its edge.
+    """
+
+    name: str
+    version: int | None
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name", "version", "sha256"}``, the JSON form every adapter writes."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,11 @@ class Envelope:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}" if self.version is not None else self.name
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The one record every runtime names this model version by."""
+        return ModelIdentity(name=self.name, version=self.version, sha256=self.sha256)
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -45,6 +45,7 @@ __all__ = [
     "SchemaError",
     "UnsupportedMediaError",
     "VersionExistsError",
+    "aws_error_code",
 ]
 
 
@@ -168,3 +169,14 @@ class EndpointError(DscError):
         super().__init__(f"the endpoint answered {status}: {message}")
         self.status = status
         self.body = body
+
+
+def aws_error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for anything else).
+
+    Duck-typed on ``exc.response`` so that the core need not import botocore to read it.
+    """
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""

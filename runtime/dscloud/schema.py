@@ -23,69 +23,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dscloud.columns import DTYPES, F32_MAX, MISSING, convert, encodable, exact
+from dscloud.columns import DTYPES, F32_MAX, MISSING, Column, convert, encodable, exact
 from dscloud.errors import EnvelopeError, SchemaError
 
-__all__ = ["DTYPES", "Column", "Encoded", "Output", "Schema"]
+__all__ = ["DTYPES", "OUTPUT_KINDS", "Column", "Encoded", "Output", "Schema"]
 
+#: The outputs a model can have, in the order every answer lists them.
 OUTPUT_KINDS = ("label", "probabilities", "value")
 #: Up to this many rows, input whose every value is already exact (no null, no conversion)
 #: is encoded with one array per dtype: scoring a single row is dominated by this cost.
 SMALL_BATCH = 16
 
 Array = npt.NDArray[Any]
-
-
-@dataclass(frozen=True)
-class Column:
-    """One input feature. ``categories`` with ``allow_unknown=False`` refuses other values."""
-
-    name: str
-    dtype: str
-    nullable: bool = False
-    categories: tuple[str, ...] | None = None
-    allow_unknown: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise EnvelopeError(
-                f"column {self.name!r}: dtype {self.dtype!r} is not one of {sorted(DTYPES)}"
-            )
-
-    @property
-    def numeric(self) -> bool:
-        return self.dtype != "string"
-
-    def describe(self) -> str:
-        """A short human description of what this column accepts, for error messages."""
-        if not self.numeric:
-            if self.categories is not None and not self.allow_unknown:
-                text = f"one of {list(self.categories)}"
-            else:
-                text = "a string"
-        elif self.dtype == "int64":
-            text = "an integer"
-        else:
-            text = "a number"
-        return text + (" or null" if self.nullable else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
-        if self.categories is not None:
-            out["categories"] = list(self.categories)
-            out["allow_unknown"] = self.allow_unknown
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Column:
-        cats = data.get("categories")
-        return cls(
-            name=str(data["name"]),
-            dtype=str(data["dtype"]),
-            nullable=bool(data.get("nullable", False)),
-            categories=tuple(str(c) for c in cats) if cats is not None else None,
-            allow_unknown=bool(data.get("allow_unknown", True)),
-        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +103,10 @@ class Schema:
     def describe(self) -> dict[str, str]:
         """``{column: what it accepts}``, the expected schema quoted in error messages."""
         return {c.name: c.describe() for c in self.columns}
+
+    def expected(self) -> str:
+        """The expected schema as error messages quote it: ``{name: a number, ...}``."""
+        return "{" + ", ".join(f"{k}: {v}" for k, v in self.describe().items()) + "}"
 
     def unknown_columns(self, names: Sequence[str]) -> list[str]:
         known = set(self.names)

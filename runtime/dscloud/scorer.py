@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from dscloud.envelope import Artifact, Envelope, Golden
+from dscloud.envelope import Artifact, Envelope, Golden, ModelIdentity
 from dscloud.errors import GoldenMismatchError, ModelLoadError, SchemaError
 from dscloud.schema import Encoded
 
@@ -91,9 +91,8 @@ class Predictions:
             row = min(self.rejects)
             reason = self.rejects[row]
             more = f" (and {len(self.rejects) - 1} more rows)" if len(self.rejects) > 1 else ""
-            expected = ", ".join(f"{k}: {v}" for k, v in self.envelope.schema.describe().items())
             raise SchemaError(
-                f"row {row}: {reason}{more}; expected {{{expected}}}",
+                f"row {row}: {reason}{more}; expected {self.envelope.schema.expected()}",
                 field=self.reject_columns.get(row),
                 row=row,
             )
@@ -132,6 +131,11 @@ class Scorer:
     @property
     def sha256(self) -> str:
         return self.envelope.sha256
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Name, version and sha256 of the model this scorer runs."""
+        return self.envelope.identity
 
     # -- scoring ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dscloud.errors import ArchiveError, ConfigError
+from dscloud.errors import ArchiveError, ConfigError, aws_error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -173,7 +173,7 @@ class S3Store:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
         except Exception as exc:
-            code = _error_code(exc)
+            code = aws_error_code(exc)
             if code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
                 raise Conflict(key) from None
             raise _s3_error(exc, self.uri, key) from exc
@@ -190,15 +190,8 @@ class S3Store:
         return sorted(keys)
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def _s3_error(exc: Exception, uri: str, key: str) -> ArchiveError:
-    code = _error_code(exc) or type(exc).__name__
+    code = aws_error_code(exc) or type(exc).__name__
     return ArchiveError(f"archive {uri}: cannot access {key!r} ({code}: {exc})")
 
 

@@ -66,3 +66,18 @@ def test_int_column_refuses_fractions_on_every_path(n_rows: int) -> None:
     assert "expected an integer, got 1.5" in encoded.rejects[0]
     whole = schema.encode_columns({"n": [1.0] + [2] * (n_rows - 1)}, n_rows)
     assert whole.rejects == {} and whole.feeds["n"][0, 0] == 1
+
+
+@pytest.mark.parametrize("n_rows", [2, SMALL_BATCH + 1])
+def test_a_lone_surrogate_is_a_reject_on_every_path(n_rows: int) -> None:
+    # given a few rows (the small-batch path) or more, one holding a lone surrogate
+    schema = Schema.from_dict(
+        {"columns": [{"name": "s", "dtype": "string"}], "outputs": [{"name": "y", "kind": "value"}]}
+    )
+    values = ["\ud800"] + ["ok"] * (n_rows - 1)
+
+    encoded = schema.encode_columns({"s": values}, n_rows)
+
+    # then that row is refused with its reason, never handed to ONNX Runtime
+    assert encoded.rejects == {0: "column 's': '\\ud800' is not valid UTF-8 (a lone surrogate)"}
+    assert encoded.feeds["s"].ravel().tolist() == ["ok"] * (n_rows - 1)

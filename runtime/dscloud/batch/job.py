@@ -137,12 +137,7 @@ def run_shard(
     plan = plan if plan is not None else plan_job(job)
     units = plan.units_for(index)
     scorer = scorer if scorer is not None else load_scorer(job)
-    model = {
-        "ref": job.model,
-        "name": scorer.name,
-        "version": scorer.version,
-        "sha256": scorer.sha256,
-    }
+    model = {"ref": job.model, **scorer.identity.to_dict()}
     source, out = job.location(job.input), job.location(job.output)
     baseline = Baseline.of(scorer.envelope.data) if job.drift else None
     done = _completed(out, index, plan, model)

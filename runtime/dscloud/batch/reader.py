@@ -2,30 +2,28 @@
 
 The formats (:mod:`dscloud.batch.formats`) read files into Arrow record batches; this
 module turns a batch's schema columns into what :meth:`~dscloud.scorer.Scorer.score_columns`
-takes. Text in a numeric column (every CSV column, a string column anywhere) is parsed
-here, and what does not parse is passed on as the original string, so that the core
+takes. Text in a numeric column (every CSV column, a string column anywhere) becomes
+values by the core's one rule for text cells (:mod:`dscloud.cells`), the rule CSV over
+HTTP uses too; what does not parse is passed on as the original string, so that the core
 rejects the row with its reason instead of the file failing.
 """
 
 from __future__ import annotations
 
-import math
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dscloud.batch.arrays import dictionary_codes, integer_array, numpy_array
-from dscloud.schema import DTYPES, Schema
+from dscloud.cells import parse_cells
+from dscloud.schema import DTYPES, Column, Schema
 
 __all__ = ["columns_for_scoring"]
 
 Array = npt.NDArray[Any]
-
-#: Text a CSV uses for "no value" in a numeric column (case-insensitive); "" always is.
-NULL_TOKENS = frozenset({"na", "n/a", "nan", "null", "none"})
 
 
 def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Array | list[Any]]:
@@ -52,7 +50,7 @@ def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Arra
         if dictionary:
             array = array.dictionary_decode()
         if col.numeric and text:
-            out[col.name] = _parse_numbers(array, col.dtype)
+            out[col.name] = _parse_numbers(array, col)
         elif col.dtype == "int64" and pa.types.is_integer(array.type):
             out[col.name] = _integers(array)
         elif (
@@ -62,9 +60,7 @@ def columns_for_scoring(batch: pa.RecordBatch, schema: Schema) -> dict[str, Arra
         ):
             values = numpy_array(array)
             if col.dtype in FLOATS and values.dtype.kind in "fiu":
-                # The cast the core would make, done here on the reader's thread so that
-                # the scoring thread (the pipeline's slowest stage) only runs the model.
-                values = values.astype(DTYPES[col.dtype], copy=False)
+                values = _narrowed(values, col.dtype)
             out[col.name] = values
         else:
             out[col.name] = array.to_pylist()
@@ -88,59 +84,43 @@ def _text(array: pa.Array) -> Array:
     return fixed
 
 
-def _parse_numbers(array: pa.Array, dtype: str) -> Array | list[Any]:
-    """Text to numbers: one vectorised cast when every value parses, else value by value.
-
-    For an int64 column the text is parsed as an integer (exact at any size), and only
-    text that is not one (``"3.0"``, ``"2.5"``) goes through a decimal: integral values
-    become ints, the rest floats for the core to refuse with its reason.
+def _narrowed(values: Array, dtype: str) -> Array:
+    """``values`` in the column's float dtype: the cast the core would make, done here on
+    the reader's thread so that the scoring thread (the pipeline's slowest stage) only
+    runs the model. A float64 beyond float32's range is left to the core: narrowed, it
+    would be an infinity the core could not tell from one sent as such, and it refuses it.
     """
-    target = pa.int64() if dtype == "int64" else pa.float64()
+    with np.errstate(over="ignore"):
+        narrowed: Array = values.astype(DTYPES[dtype], copy=False)
+    if narrowed.dtype.itemsize >= values.dtype.itemsize or not np.isinf(narrowed).any():
+        return narrowed  # one pass over the narrow array: the usual case
+    made_infinite = np.count_nonzero(np.isinf(narrowed)) != np.count_nonzero(np.isinf(values))
+    return values if made_infinite else narrowed
+
+
+def _parse_numbers(array: pa.Array, col: Column) -> Array | list[Any]:
+    """Text to numbers by the core's rule (:func:`dscloud.cells.parse_cells`).
+
+    One vectorised Arrow cast when every cell parses (Arrow then reads each cell as the
+    rule does: the same integer exactly, the same nearest float64); else cell by cell with
+    the rule itself, which also knows the null spellings and keeps what does not parse as
+    text for the core to refuse with its reason.
+    """
+    target = pa.int64() if col.dtype == "int64" else pa.float64()
+    # Arrow also reads hexadecimal integers ("0x10"), which the rule keeps as text.
+    decimal = col.dtype != "int64" or pc.all(pc.match_substring_regex(array, _DIGITS)).as_py()
     try:
-        cast = array.cast(target)
+        cast = array.cast(target) if decimal is not False else None
     except pa.ArrowInvalid:
-        pass
-    else:
-        return _integers(cast) if dtype == "int64" else numpy_array(cast)
-    parse = _parse_integer if dtype == "int64" else _parse_float
-    values: list[Any] = []
-    for text in array.to_pylist():
-        if text is None or text.strip().lower() in NULL_TOKENS:
-            values.append(None)
-        else:
-            values.append(parse(text))
-    return values
+        cast = None
+    if cast is None:
+        return parse_cells(col, array.to_pylist())
+    if col.dtype == "int64":
+        return _integers(cast)
+    return _narrowed(numpy_array(cast), col.dtype)
 
 
-def _parse_float(text: str) -> Any:
-    try:
-        number = float(text)
-    except ValueError:
-        return text  # the core reports: expected a number, got str 'abc'
-    return int(number) if number.is_integer() and math.isfinite(number) else number
-
-
-#: Digits beyond which a decimal is out of int64's range anyway: kept as a float rather
-#: than expanded into a huge int (``1e999999999`` would be a billion digits).
-_MAX_INT_DIGITS = 20
-
-
-def _parse_integer(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = Decimal(text.strip())
-    except InvalidOperation:
-        return text  # the core reports: expected an integer, got str 'abc'
-    if (
-        number.is_finite()
-        and number.adjusted() < _MAX_INT_DIGITS
-        and number == number.to_integral_value()
-    ):
-        return int(number)
-    return _parse_float(text)  # not an integer (or out of range): the core says so
+_DIGITS = r"^[+-]?[0-9]+$"
 
 
 def _integers(array: pa.Array) -> Array:

@@ -85,12 +85,10 @@ def prediction_table(chunk: Chunk, keys: Sequence[str], preds: Predictions) -> p
             columns.append((f"probability_{cls}", arrow_array(preds.probabilities[:, j])))
     if preds.value is not None:
         columns.append(("value", arrow_array(preds.value)))
-    envelope = preds.envelope
-    columns.append((MODEL_COLUMNS[0], _constant(envelope.name, n)))
-    columns.append(
-        (MODEL_COLUMNS[1], arrow_array(np.full(n, envelope.version or 0, dtype=np.int64)))
-    )
-    columns.append((MODEL_COLUMNS[2], _constant(envelope.sha256, n)))
+    model = preds.envelope.identity
+    columns.append((MODEL_COLUMNS[0], _constant(model.name, n)))
+    columns.append((MODEL_COLUMNS[1], arrow_array(np.full(n, model.version or 0, dtype=np.int64))))
+    columns.append((MODEL_COLUMNS[2], _constant(model.sha256, n)))
     return pa.table(dict(columns))
 
 

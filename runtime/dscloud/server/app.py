@@ -30,7 +30,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dscloud import __version__
 from dscloud.archive import Archive
 from dscloud.errors import DscError, NotFoundError, PayloadTooLargeError, SchemaError
 from dscloud.live import LiveModel, ModelSet
@@ -42,6 +41,7 @@ from dscloud.server.metrics import Metrics
 from dscloud.server.openapi import openapi
 from dscloud.server.protocols import loads
 from dscloud.settings import Settings
+from dscloud.version import __version__
 
 __all__ = ["INLINE_BYTES", "MODEL_HEADER", "app_from_env", "create_app"]
 
@@ -76,10 +76,11 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _model_headers(scorer: Scorer) -> dict[str, str]:
+    model = scorer.identity
     return {
-        "x-model-name": scorer.name,
-        "x-model-version": str(scorer.version),
-        "x-model-sha256": scorer.sha256,
+        "x-model-name": model.name,
+        "x-model-version": str(model.version),
+        "x-model-sha256": model.sha256,
     }
 
 
@@ -212,10 +213,7 @@ class ModelServer:
         return _json({"ready": True})
 
     async def server_metadata(self, request: Request, exchange: Exchange) -> Response:
-        models = [
-            {"name": m.scorer.name, "version": str(m.scorer.version), "sha256": m.scorer.sha256}
-            for m in self.models.models.values()
-        ]
+        models = [m.scorer.identity.to_dict() for m in self.models.models.values()]
         return _json(
             {"name": "dscloud", "version": __version__, "extensions": [], "models": models}
         )

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from dscloud.errors import PayloadError, SchemaError, UnsupportedMediaError
-from dscloud.schema import Column, Schema
+from dscloud.cells import parse_cells
+from dscloud.columns import MISSING
+from dscloud.errors import PayloadError, UnsupportedMediaError
+from dscloud.schema import OUTPUT_KINDS, Schema
 from dscloud.scorer import Predictions, Scorer
-from dscloud.server.protocols import OUTPUT_KINDS, Batch, check_known, expected, loads
+from dscloud.server.protocols import Batch, check_known, loads
 
 __all__ = ["INVOCATION_FORMATS", "decode_invocations", "encode_invocations"]
 
@@ -119,16 +120,8 @@ def _from_records(value: Any, schema: Schema, fmt: str) -> Batch:
             )
         keys.update(row)
     check_known(schema, sorted(keys))
-    missing = object()
-    columns = {c: [r.get(c, missing) for r in value] for c in schema.names if c in keys}
-    for name, values in columns.items():
-        for i, v in enumerate(values):
-            if v is missing:
-                raise SchemaError(
-                    f"{fmt}[{i}] lacks column {name!r}; the model expects {{{expected(schema)}}}",
-                    field=name,
-                    row=i,
-                )
+    # A row without a column is the core's to judge (MISSING), as for a stream record.
+    columns = {c: [r.get(c, MISSING) for r in value] for c in schema.names}
     return Batch(columns, len(value))
 
 
@@ -182,33 +175,12 @@ def _from_csv(body: bytes, schema: Schema) -> Batch:
                 f"CSV row {i + 1}: expected {width} values ({header}), got {len(row)}", row=i
             )
     raw = list(zip(*data, strict=True)) if data else [() for _ in header]
+    # Cells become values by the core's one rule for text (dscloud.cells), as in batch.
     columns = {
-        name: _csv_values(schema.column(name), values)
+        name: parse_cells(schema.column(name), values)
         for name, values in zip(header, raw, strict=True)
     }
     return Batch(columns, len(data))
-
-
-def _csv_values(column: Column, values: Sequence[str]) -> list[Any]:
-    """CSV cells as JSON would carry them: numbers parsed, empty cells null. A cell that
-    is not a number stays a string so the schema names it in its message."""
-    if not column.numeric:
-        return [v if v != "" else None for v in values]
-    parse = int if column.dtype == "int64" else float
-    out: list[Any] = []
-    for v in values:
-        v = v.strip()
-        if v == "":
-            out.append(None)
-            continue
-        try:
-            out.append(parse(v))
-        except ValueError:
-            try:
-                out.append(float(v))
-            except ValueError:
-                out.append(v)
-    return out
 
 
 def encode_invocations(preds: Predictions, scorer: Scorer) -> bytes:
@@ -220,6 +192,6 @@ def encode_invocations(preds: Predictions, scorer: Scorer) -> bytes:
     records = [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
     body = {
         "predictions": records,
-        "model": {"name": scorer.name, "version": scorer.version, "sha256": scorer.sha256},
+        "model": scorer.identity.to_dict(),
     }
     return orjson.dumps(body)

@@ -16,9 +16,9 @@ import numpy as np
 import orjson
 
 from dscloud.errors import PayloadError, SchemaError
-from dscloud.schema import Column, Output, Schema
+from dscloud.schema import OUTPUT_KINDS, Column, Output, Schema
 from dscloud.scorer import Predictions, Scorer
-from dscloud.server.protocols import OUTPUT_KINDS, Batch, check_known, expected
+from dscloud.server.protocols import Batch, check_known
 
 __all__ = ["OIP_DATATYPES", "decode_infer", "encode_infer", "model_metadata"]
 
@@ -55,7 +55,7 @@ def decode_infer(payload: Any, schema: Schema) -> Batch:
     if not isinstance(inputs, list) or not inputs:
         raise PayloadError(
             '"inputs" must be a non-empty list of tensors {"name", "shape", "datatype", "data"}, '
-            f"one per column: {{{expected(schema)}}}",
+            f"one per column: {schema.expected()}",
             field="inputs",
         )
     request_id = payload.get("id")
@@ -233,10 +233,11 @@ def encode_infer(preds: Predictions, scorer: Scorer, batch: Batch) -> bytes:
         if kind == "probabilities":
             tensor["parameters"] = {"classes": preds.classes}
         outputs.append(tensor)
+    model = scorer.identity
     body: dict[str, Any] = {
-        "model_name": scorer.name,
-        "model_version": str(scorer.version),
-        "parameters": {"sha256": scorer.sha256},
+        "model_name": model.name,
+        "model_version": str(model.version),
+        "parameters": {"sha256": model.sha256},
         "outputs": outputs,
     }
     if batch.request_id is not None:

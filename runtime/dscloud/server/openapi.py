@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dscloud import __version__
+from dscloud.schema import OUTPUT_KINDS
 from dscloud.server.invocations import INVOCATION_FORMATS
 from dscloud.server.oip import OIP_DATATYPES
+from dscloud.version import __version__
 
 __all__ = ["openapi"]
 
@@ -142,7 +143,7 @@ _TENSOR_OUT = {
     "type": "object",
     "required": ["name", "shape", "datatype", "data"],
     "properties": {
-        "name": {"type": "string", "enum": ["label", "probabilities", "value"]},
+        "name": {"type": "string", "enum": list(OUTPUT_KINDS)},
         "shape": {"type": "array", "items": {"type": "integer"}},
         "datatype": {"type": "string"},
         "parameters": {"type": "object", "properties": {"classes": {"type": "array"}}},
@@ -174,7 +175,7 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "version": {"type": "string"},
             "extensions": {"type": "array", "items": {"type": "string"}},
-            "models": {"type": "array", "items": {"type": "object"}},
+            "models": {"type": "array", "items": _ref("Model")},
         },
     },
     "ModelMetadata": {
@@ -277,14 +278,17 @@ _SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
-            "model": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "sha256": {"type": "string"},
-                },
-            },
+            "model": _ref("Model"),
+        },
+    },
+    "Model": {
+        "type": "object",
+        "description": "which model answered (dscloud.envelope.ModelIdentity)",
+        "required": ["name", "version", "sha256"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": ["integer", "null"]},
+            "sha256": {"type": "string", "description": "sha256 of model.onnx"},
         },
     },
 }

@@ -326,9 +326,7 @@ class StreamScorer:
                 outputs=outputs,
                 score=_score_of(outputs, classes),
                 classes=classes,
-                model=scorer.name,
-                version=scorer.version,
-                sha256=scorer.sha256,
+                model=scorer.identity,
                 shard_id=slot.shard_id,
                 sequence_number=slot.sequence_number,
                 scored_at=scored_at,
@@ -355,7 +353,7 @@ class StreamScorer:
             partition_key=kinesis.partition_key,
             approximate_arrival_timestamp=kinesis.approximate_arrival_timestamp,
             entity_id=slot.event.entity_id if slot.event else None,
-            model={"name": scorer.name, "version": scorer.version, "sha256": scorer.sha256},
+            model=scorer.identity.to_dict(),
         )
 
     def _record_metrics(self, slots: Sequence[_Slot]) -> None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dscloud.errors import PayloadError
+from dscloud.json_input import parse_json
 
 __all__ = ["MAX_ENTITY_ID", "StreamEvent", "normalize_event_time", "parse_payload"]
 
@@ -102,7 +103,7 @@ def parse_payload(data: bytes) -> StreamEvent:
 
 def _parse(data: bytes) -> StreamEvent:
     try:
-        doc = json.loads(data)
+        doc = parse_json(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"record is not UTF-8 JSON ({exc})") from None
     except RecursionError:

@@ -38,7 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dscloud.errors import PayloadError
+from dscloud.envelope import ModelIdentity
+from dscloud.errors import PayloadError, aws_error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -56,7 +57,6 @@ __all__ = [
     "RejectSink",
     "RejectsQueue",
     "Sink",
-    "error_code",
 ]
 
 WRITTEN = "written"
@@ -76,14 +76,6 @@ CONDITION = (
 )
 
 
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ``ClientError`` (``""`` for anything else)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 @dataclass(frozen=True)
 class Prediction:
     """One scored record, as stored in the table and put on the output stream."""
@@ -93,9 +85,7 @@ class Prediction:
     outputs: dict[str, Any]  # Predictions.row(i): label / probabilities / value
     score: float | None
     classes: list[Any] | None
-    model: str
-    version: int | None
-    sha256: str
+    model: ModelIdentity
     shard_id: str
     sequence_number: str
     scored_at: str
@@ -105,15 +95,15 @@ class Prediction:
         item: dict[str, AttributeValueTypeDef] = {
             "entity_id": {"S": self.entity_id},
             "event_time": {"S": self.event_time},
-            "model_name": {"S": self.model},
-            "model_sha256": {"S": self.sha256},
+            "model_name": {"S": self.model.name},
+            "model_sha256": {"S": self.model.sha256},
             "shard_id": {"S": self.shard_id},
             "sequence_number": {"S": self.sequence_number},
             "sequence_key": {"S": self.sequence_number.zfill(SEQUENCE_DIGITS)},
             "scored_at": {"S": self.scored_at},
         }
-        if self.version is not None:
-            item["model_version"] = {"N": str(self.version)}
+        if self.model.version is not None:
+            item["model_version"] = {"N": str(self.model.version)}
         if self.score is not None:
             item["score"] = _number(self.score)
         if "label" in self.outputs:
@@ -137,7 +127,7 @@ class Prediction:
                 "event_time": self.event_time,
                 "score": self.score,
                 **self.outputs,
-                "model": {"name": self.model, "version": self.version, "sha256": self.sha256},
+                "model": self.model.to_dict(),
                 "source": {"shard_id": self.shard_id, "sequence_number": self.sequence_number},
                 "scored_at": self.scored_at,
             }
@@ -249,7 +239,7 @@ class PredictionTable:
                 ExpressionAttributeValues={":t": item["event_time"], ":k": item["sequence_key"]},
             )
         except Exception as exc:
-            code = error_code(exc)
+            code = aws_error_code(exc)
             if code == "ConditionalCheckFailedException":
                 return STALE
             if code == "ValidationException":
@@ -427,7 +417,7 @@ INVALID_CODES = frozenset(
 
 def _refused_as_invalid(exc: BaseException | None) -> bool:
     # The JSON protocol may prefix codes with "AWS.SimpleQueueService.".
-    return exc is not None and error_code(exc).rsplit(".", 1)[-1] in INVALID_CODES
+    return exc is not None and aws_error_code(exc).rsplit(".", 1)[-1] in INVALID_CODES
 
 
 def _batches(bodies: Sequence[str]) -> list[list[int]]:

@@ -122,6 +122,20 @@ def test_float_columns_arrive_in_the_column_dtype_with_nulls_as_nan() -> None:
     assert set(schema.encode_columns(columns, 3).rejects) == {1, 2}
 
 
+def test_a_float64_beyond_float32_is_rejected_not_scored_as_infinity() -> None:
+    schema = Schema((Column("x", "float32"),), (Output("y", "value"),))
+    batch = pa.record_batch({"x": pa.array([1e39, 2.0, -np.inf])})
+
+    encoded = schema.encode_columns(columns_for_scoring(batch, schema), 3)
+
+    # the same reason JSON gets (a Python float, not a numpy one); an infinity sent as
+    # such is the client's to send
+    assert encoded.rejects == {
+        0: "column 'x': float 1e+39 is out of range for float32 (at most 3.403e+38 in magnitude)"
+    }
+    assert encoded.feeds["x"].ravel().tolist() == [2.0, -np.inf]
+
+
 BIG = 2**53 + 1  # the first integer float64 cannot hold: it rounds to 2**53
 
 

@@ -36,3 +36,11 @@ def test_entity_id_is_limited_in_utf8_bytes_not_characters() -> None:
         parse_payload(payload("\u4e2d" * 700, {}))
     assert caught.value.field == "entity_id"
     assert parse_payload(payload("\u4e2d" * 682, {})).entity_id == "\u4e2d" * 682  # 2046 bytes
+
+
+def test_nan_is_not_json_in_a_record_as_over_http() -> None:
+    # Python's json writes NaN; the standard does not have it, and orjson (the server)
+    # refuses it: a stream record holding one is refused too, not scored as a null.
+    data = payload("e1", {"tenure_months": 0}).replace(b"0}", b"NaN}")
+    with pytest.raises(PayloadError, match="NaN is not a JSON value; send null"):
+        parse_payload(data)

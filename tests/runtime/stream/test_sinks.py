@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dscloud.envelope import ModelIdentity
 from dscloud.errors import PayloadError
 from dscloud.stream.sinks import (
     WRITTEN,
@@ -27,9 +28,7 @@ def prediction(entity_id: str) -> Prediction:
         outputs={"label": 1, "probabilities": [0.25, 0.75]},
         score=0.75,
         classes=[0, 1],
-        model="churn",
-        version=1,
-        sha256="0" * 64,
+        model=ModelIdentity(name="churn", version=1, sha256="0" * 64),
         shard_id="shardId-000000000000",
         sequence_number="1",
         scored_at="2024-05-01T12:00:01.000Z",

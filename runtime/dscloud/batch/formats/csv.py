@@ -78,12 +78,16 @@ def _csv_chunks(
 ) -> Iterator[Chunk]:
     with _csv(location, unit.path, None) as probe:
         require_columns(location, unit.path, probe.schema.names, columns)
+    # Every cell is read as text and becomes a value by the core's rule (dscloud.cells):
+    # here only the empty cell, quoted or not, is an Arrow null, which is what that rule
+    # says of an empty cell in any column; the other null spellings are numeric-only and
+    # are applied by columns_for_scoring.
     convert = pacsv.ConvertOptions(
         include_columns=list(columns),
         column_types=dict.fromkeys(columns, pa.string()),
         null_values=[""],
         strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
+        quoted_strings_can_be_null=True,
     )
     row = 0
     source = location.uri_of(unit.path)
