@@ -1,4 +1,5 @@
-"""Whole data sets as columns, for commands that join rather than stream (``dsc evaluate``).
+"""Whole data sets as columns, for commands that join or summarise rather than stream
+(``dsc evaluate``, ``dsc import-onnx --baseline``).
 
 Scoring streams chunks (:mod:`dscloud.batch.job`); joining predictions with labels needs
 every key at once, so this reads every data file at a location (any registered format)
@@ -8,15 +9,18 @@ into one column per name. Memory is the size of the columns asked for.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
+from dscloud.baseline import Baseline, build_baseline
 from dscloud.batch import formats
 from dscloud.batch.locations import Location
+from dscloud.drift import pick
 from dscloud.errors import ConfigError
+from dscloud.scorer import Scorer
 
-__all__ = ["read_columns"]
+__all__ = ["input_baseline", "read_columns"]
 
 
 def read_columns(
@@ -45,6 +49,23 @@ def read_columns(
     assert names is not None  # list_inputs raises when it finds nothing
     table = pa.concat_tables(tables, promote_options="permissive")
     return {name: _values(table.column(name)) for name in names}
+
+
+def input_baseline(location: Location, scorer: Scorer) -> Baseline:
+    """The training baseline of the data set at ``location`` (``dsc import-onnx --baseline``):
+    the features of the rows ``scorer`` accepts and its outputs on them, as packaging
+    builds it. Reads the whole data set. Raises :class:`ConfigError` when a schema column
+    is absent or no row is accepted.
+    """
+    schema = scorer.schema
+    columns = read_columns(location, wanted=schema.names)
+    n = len(next(iter(columns.values()))) if columns else 0
+    preds = scorer.score_columns(columns, n)
+    if len(preds) == 0:
+        raise ConfigError(f"baseline {location.uri}: the model accepts none of its {n} rows")
+    # Raw columns in, raw columns out (pick passes a Tally through; there is none here).
+    accepted = cast("dict[str, Any]", dict(pick(columns, schema.names, preds.rows)))
+    return build_baseline(schema, accepted, preds)
 
 
 def _values(column: pa.ChunkedArray) -> Any:

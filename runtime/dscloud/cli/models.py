@@ -6,15 +6,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from dscloud.archive import Archive, Ref, check_name, current_user
 from dscloud.baseline import Baseline
-from dscloud.cli.common import metrics_text, open_archive
+from dscloud.cli.common import metrics_text, open_archive, settings
 from dscloud.compare import diff, history
-from dscloud.envelope import Envelope
+from dscloud.envelope import Artifact, Envelope
 from dscloud.errors import ConfigError
 from dscloud.scorer import Scorer
 
@@ -70,6 +71,12 @@ def register(sub: Any) -> None:
     p.add_argument("--schema", type=Path, help="JSON interface (columns, outputs) to use")
     p.add_argument("--columns", help="comma-separated column names of a matrix input")
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--baseline",
+        metavar="DATA",
+        help="training data (Parquet, CSV, JSONL; a file or prefix) to store as the drift "
+        "baseline, with the model's outputs on it",
+    )
     p.set_defaults(run=cmd_import_onnx)
 
 
@@ -361,9 +368,23 @@ def cmd_import_onnx(args: argparse.Namespace) -> int:
         created_by=current_user(),
         provenance={"file": str(args.file)},
     )
+    if args.baseline:
+        artifact = _with_baseline(artifact, args.baseline, settings(args).s3_endpoint)
     envelope = open_archive(args).publish(artifact.envelope, artifact.model)
     print(f"published {envelope.ref} ({len(envelope.goldens)} golden examples replayed)")
     return 0
+
+
+def _with_baseline(artifact: Artifact, data: str, s3_endpoint: str | None) -> Artifact:
+    """``artifact`` with ``data.baseline`` built from the data set at ``data``."""
+    from dscloud.batch import Location
+    from dscloud.batch.tables import input_baseline
+
+    scorer = Scorer(artifact, check_goldens=False)
+    baseline = input_baseline(Location(data, s3_endpoint=s3_endpoint), scorer)
+    env = artifact.envelope
+    envelope = dataclasses.replace(env, data={**env.data, "baseline": baseline.to_dict()})
+    return Artifact(envelope=envelope, model=artifact.model)
 
 
 def _read(path: Path) -> bytes:

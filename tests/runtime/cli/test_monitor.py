@@ -100,3 +100,30 @@ def test_evaluate_refuses_predictions_of_another_version(two_versions, users, tm
         p.name.endswith("-evaluate.json")
         for p in dsc.archive.joinpath("models/churn/audit").iterdir()
     )
+
+
+def test_import_onnx_with_baseline_data_stores_the_same_baseline(
+    dsc, churn_artifact, churn_example, churn_baseline, tmp_path
+) -> None:
+    env = churn_artifact.envelope
+    model = tmp_path / "churn.onnx"
+    model.write_bytes(churn_artifact.model)
+    goldens = tmp_path / "goldens.json"
+    goldens.write_text(
+        json.dumps([{"inputs": g.inputs, "outputs": g.outputs} for g in env.goldens])
+    )
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(env.schema.to_dict()))
+    train = tmp_path / "train.parquet"
+    churn_example.X_train.to_parquet(train)
+    argv = ["import-onnx", str(model), "--name", "churn", "--golden", str(goldens)]
+    code, out, err = dsc(*argv, "--schema", str(schema), "--baseline", str(train))
+    assert code == 0, err
+
+    code, out, _ = dsc("show", "churn@1")
+    assert "baseline     8 features and prediction (probability) over 2400 rows" in out
+    from dscloud.archive import Archive
+    from dscloud.baseline import Baseline
+
+    stored = Baseline.of(Archive.open(dsc.archive).envelope("churn@1").data)
+    assert stored is not None and stored.features == churn_baseline.features
