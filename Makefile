@@ -1,4 +1,4 @@
-# The two commands for a new machine: `make demo` and `make test`. Both install what they need.
+# The commands for a new machine: `make demo`, `make test` and `make local`. Each installs what it needs.
 SHELL := /bin/bash
 # jsii prints an end-of-life banner for Node 20 on every synth (the value lists the majors to
 # silence); the CDK still runs on it. Node 22 or 24 needs no such line.
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck contracts pytest synth bench clean
+.PHONY: demo test local local-down lint typecheck contracts pytest synth bench clean
 
 $(STAMP): requirements-dev.txt runtime/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ node_modules/.installed: package.json
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+
+# One environment deployed into a moto server with the real cdk CLI, then checked and run
+# from the deployed definitions (docs/local.md). The server keeps running: `make local-down`.
+LOCAL_ENV ?= dsc-recs-dev
+local: $(STAMP) node_modules/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m stacks.local up $(LOCAL_ENV)
+
+local-down: $(STAMP)
+	$(PY) -m stacks.local down
 
 test: $(STAMP) node_modules/.installed lint typecheck contracts pytest
 
@@ -43,4 +52,4 @@ synth: $(STAMP) node_modules/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .dsc
+	rm -rf $(VENV) node_modules cdk.out cdk.out.local .dsc

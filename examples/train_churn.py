@@ -1,7 +1,8 @@
 """Train the churn example as a batch job: read data, train, package, publish, print the version.
 
 Runs the same on a laptop and as an AWS Batch job (``docker/batch.Dockerfile``; the
-training job definition runs ``python examples/train_churn.py --data s3://...``)::
+training job definition of ``stacks/batch.py`` runs it with ``--data`` set to the
+environment's input prefix, a job parameter a submission may override)::
 
     python examples/train_churn.py                                  # generated data
     python examples/train_churn.py --data s3://bucket/churn/ --archive s3://bucket/archive

@@ -4,14 +4,23 @@ The stacks never import the runtime; they refer to its files. The scorer Lambda'
 the docker-free bundle made by `dsc bundle lambda --dir OUT` (pip with platform targeting,
 no Docker, no Amazon Linux box), run through CDK local bundling; or, when the environment
 variable DSC_LAMBDA_BUNDLE_DIR names a directory, that pre-built bundle as it is. The
-serving and batch images are built by the CDK CLI at deploy time from docker/*.Dockerfile
-with the repository root as context; synth only fingerprints the files.
+serving and batch images are either prebuilt (`serving.image` / `batch.image` in cdk.json:
+CI builds once and promotes by digest; ECR images get pull grants) or built by the CDK CLI
+at deploy time from docker/*.Dockerfile with the repository root as context.
+
+When the CLI skips bundling for a stack (`cdk deploy --exclusively` of another stack, or
+`aws:cdk:bundling-stacks`), CDK would stage the bundling *source*, the repository root, as
+the function's code. Here the scorer's code is then a one-file placeholder instead, with
+its own asset hash and a synth warning: deployed by mistake, the function fails at import
+with a message saying why, and the repository is never uploaded.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +28,14 @@ from typing import Any
 
 import aws_cdk as cdk
 import jsii
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
 
 __all__ = [
     "LAMBDA_PYTHON_VERSION",
+    "UNBUNDLED_NOTE",
     "AssetSources",
     "LambdaBundleError",
     "LambdaBundler",
@@ -36,6 +48,12 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
 LAMBDA_ARCH = "x86_64"
 LAMBDA_REQUIREMENTS = "docker/requirements-lambda.txt"
 BUNDLE_DIR_VARIABLE = "DSC_LAMBDA_BUNDLE_DIR"
+UNBUNDLED_NOTE = "NOT_BUNDLED.txt"
+# account.dkr.ecr.region.amazonaws.com/repository[:tag|@sha256:digest]
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repository>[^:@]+)(:(?P<tag>[^@]+))?(@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
 SERVING_DOCKERFILE = "docker/serving.Dockerfile"
 BATCH_DOCKERFILE = "docker/batch.Dockerfile"
 
@@ -152,17 +170,37 @@ class AssetSources:
             raise LambdaBundleError(f"{BUNDLE_DIR_VARIABLE}={bundle_dir} is not a directory")
         return cls(repo_root=repo_root, lambda_bundle_dir=path)
 
-    def scorer_code(self) -> lambda_.Code:
-        """The scorer Lambda's code: the pre-built bundle, or `dsc bundle lambda` at synth."""
+    def scorer_code(self, scope: Construct) -> lambda_.Code:
+        """The scorer Lambda's code for a function in `scope`: the pre-built bundle, or
+        `dsc bundle lambda` at synth; when bundling is skipped for the stack, a placeholder
+        (see the module docstring), never the repository."""
         if self.lambda_bundle_dir is not None:
             return lambda_.Code.from_asset(str(self.lambda_bundle_dir))
-        bundler = LambdaBundler(repo_root=self.repo_root, command=self.bundle_command)
+        stack = cdk.Stack.of(scope)
+        source = str(self.repo_root)
         # The fingerprint (which decides whether to bundle again) covers exactly what the
         # bundle is made of: the runtime's sources and the pinned requirements.
+        exclude = ["*", "!runtime/", f"!{LAMBDA_REQUIREMENTS}", *_NOT_SOURCE, "runtime/tests"]
+        if not stack.bundling_required:
+            cdk.Annotations.of(scope).add_warning_v2(
+                "dscloud:unbundled-scorer",
+                f"bundling skipped for {stack.stack_name}: its scorer code is a placeholder "
+                f"that fails at import; deploy this stack itself (not --exclusively another "
+                f"one) or set {BUNDLE_DIR_VARIABLE}",
+            )
+            fingerprint = cdk.FileSystem.fingerprint(
+                source, exclude=exclude, ignore_mode=cdk.IgnoreMode.DOCKER
+            )
+            return lambda_.Code.from_asset(
+                str(_placeholder(stack.stack_name)),
+                asset_hash=f"unbundled-{fingerprint}",
+                asset_hash_type=cdk.AssetHashType.CUSTOM,
+            )
+        bundler = LambdaBundler(repo_root=self.repo_root, command=self.bundle_command)
         return lambda_.Code.from_asset(
-            str(self.repo_root),
+            source,
             ignore_mode=cdk.IgnoreMode.DOCKER,
-            exclude=["*", "!runtime/", f"!{LAMBDA_REQUIREMENTS}", *_NOT_SOURCE, "runtime/tests"],
+            exclude=exclude,
             bundling=cdk.BundlingOptions(
                 # Never pulled: local bundling either succeeds or raises.
                 image=LAMBDA_RUNTIME.bundling_image,
@@ -171,13 +209,15 @@ class AssetSources:
             ),
         )
 
-    def serving_image(self) -> ecs.ContainerImage:
-        """The serving container, built from docker/serving.Dockerfile at deploy time."""
-        return self._image(SERVING_DOCKERFILE)
+    def serving_image(self, scope: Construct, uri: str | None) -> ecs.ContainerImage:
+        """The serving container: prebuilt `uri`, else built from docker/serving.Dockerfile."""
+        return (
+            prebuilt_image(scope, "ServingImage", uri) if uri else self._image(SERVING_DOCKERFILE)
+        )
 
-    def batch_image(self) -> ecs.ContainerImage:
-        """The batch scoring and training container, from docker/batch.Dockerfile."""
-        return self._image(BATCH_DOCKERFILE)
+    def batch_image(self, scope: Construct, uri: str | None) -> ecs.ContainerImage:
+        """The batch scoring and training container: prebuilt `uri`, else docker/batch.Dockerfile."""
+        return prebuilt_image(scope, "BatchImage", uri) if uri else self._image(BATCH_DOCKERFILE)
 
     def _image(self, dockerfile: str) -> ecs.ContainerImage:
         return ecs.ContainerImage.from_asset(
@@ -198,3 +238,33 @@ class AssetSources:
         lines = (line.strip() for line in ignore_file.read_text().splitlines())
         patterns = [line for line in lines if line and not line.startswith("#")]
         return [*patterns, *_NOT_SOURCE, f"!{dockerfile}"]
+
+
+def prebuilt_image(scope: Construct, id: str, uri: str) -> ecs.ContainerImage:
+    """An image built elsewhere. An ECR image (tag or digest) goes through its repository, so
+    the execution role gets pull permission on exactly that repository; any other
+    reference is pulled as it is (a public registry, or a local name for an emulator)."""
+    match = _ECR_IMAGE.match(uri)
+    if match is None:
+        return ecs.ContainerImage.from_registry(uri)
+    stack = cdk.Stack.of(scope)
+    repository = ecr.Repository.from_repository_attributes(
+        scope,
+        id,
+        repository_name=match["repository"],
+        repository_arn=f"arn:{stack.partition}:ecr:{match['region']}:{match['account']}:"
+        f"repository/{match['repository']}",
+    )
+    return ecs.ContainerImage.from_ecr_repository(
+        repository, match["digest"] or match["tag"] or "latest"
+    )
+
+
+def _placeholder(stack_name: str) -> Path:
+    """A directory holding only a note: what a stack synthesized without bundling deploys."""
+    directory = Path(tempfile.mkdtemp(prefix="dsc-unbundled-"))
+    (directory / UNBUNDLED_NOTE).write_text(
+        f"The scorer code of {stack_name} was not bundled in this synth (the CDK CLI skipped\n"
+        "bundling for it). Deploy the stack itself so `dsc bundle lambda` runs.\n"
+    )
+    return directory

@@ -27,7 +27,17 @@ __all__ = ["SCORING_COMMAND", "TRAINING_COMMAND", "BatchCluster", "BatchStack", 
 
 # The batch image has no ENTRYPOINT, so the job definition's command is the whole command.
 # Batch substitutes each Ref::name with the submitted parameter, else the default below.
-TRAINING_COMMAND = ("python", "/opt/dsc/examples/train_churn.py", "--promote", "staging")
+# Where data is read and written travels as parameters only, never also as environment
+# variables: the nightly run writes under a per-run output prefix, which a fixed variable
+# would contradict.
+TRAINING_COMMAND = (
+    "python",
+    "/opt/dsc/examples/train_churn.py",
+    "--data",
+    "Ref::data",
+    "--promote",
+    "staging",
+)
 SCORING_COMMAND = ("dsc", "score", "Ref::model", "--input", "Ref::input", "--output", "Ref::output")
 
 
@@ -105,7 +115,7 @@ class BatchCluster(Construct):
 
         self.input_uri = f"{archive_uri}/{settings.input_prefix}"
         self.output_uri = f"{archive_uri}/{settings.output_prefix}"
-        image = assets.batch_image()
+        image = assets.batch_image(self, config.batch.image)
 
         def job_definition(
             id: str,
@@ -145,7 +155,8 @@ class BatchCluster(Construct):
             "train",
             role=self.training_role,
             command=TRAINING_COMMAND,
-            environment={"DSC_INPUT": self.input_uri},
+            parameters={"data": self.input_uri},
+            environment={},
         )
         self.scoring_job = job_definition(
             "Scoring",
@@ -157,11 +168,7 @@ class BatchCluster(Construct):
                 "input": self.input_uri,
                 "output": self.output_uri,
             },
-            environment={
-                "DSC_SHARD_COUNT": str(settings.shard_count),
-                "DSC_INPUT": self.input_uri,
-                "DSC_OUTPUT": self.output_uri,
-            },
+            environment={"DSC_SHARD_COUNT": str(settings.shard_count)},
         )
 
 

@@ -14,6 +14,13 @@ Stage settings are the defaults deep-merged with the stage's overrides. Every va
 checked here; a bad one raises `ConfigError` naming its key (e.g.
 `dscloud.teams.recs.stages.dev.serving.cpu`) and the valid values. This module imports
 nothing from CDK so that `stacks.team_add` can validate a cdk.json without jsii.
+
+Every default is declared once, on its dataclass field; the readers take it from there.
+
+The local target (`make local`, docs/local.md): `local_environment` turns one configured
+environment into the same environment for a local AWS emulator (moto's account, prebuilt
+local image names, no default-security-group custom resource, strong cross-stack
+references). app.py applies it when the `dscloud:local` context key names the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,12 @@ from stacks.context import (
 
 __all__ = [
     "CONTEXT_KEY",
+    "CROSS_STACK_REFERENCES",
     "FARGATE_SIZES",
+    "LOCAL_ACCOUNT",
+    "LOCAL_BATCH_IMAGE",
+    "LOCAL_CONTEXT_KEY",
+    "LOCAL_SERVING_IMAGE",
     "LOG_RETENTION_DAYS",
     "BatchSettings",
     "ConfigError",
@@ -51,16 +63,35 @@ __all__ = [
     "StreamSettings",
     "load_config",
     "load_config_file",
+    "local_environment",
 ]
 
 CONTEXT_KEY = "dscloud"
+# `cdk synth -c dscloud:local=dsc-recs-dev`: synthesize that one environment for moto.
+LOCAL_CONTEXT_KEY = "dscloud:local"
+# The account a moto server answers for (any access key that is not 12 digits).
+LOCAL_ACCOUNT = "123456789012"
+LOCAL_SERVING_IMAGE = "dscloud-serving:local"
+LOCAL_BATCH_IMAGE = "dscloud-batch:local"
+# The values of CDK's `@aws-cdk/core:defaultCrossStackReferences`: "weak" references
+# (Fn::GetStackOutput) let a producer stack change an output in use; "strong" ones are
+# exports and Fn::ImportValue, which every CloudFormation implementation resolves.
+CROSS_STACK_REFERENCES = ("weak", "strong")
 
 TEAM_PATTERN = re.compile(r"^[a-z][a-z0-9]{1,11}$")
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_MODEL_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-_MODEL_REF = re.compile(rf"^({_MODEL_PART})@({_MODEL_PART})$")
+# The runtime's rule for NAME@ALIAS (dscloud.archive.Ref): the stacks may not import the
+# runtime (they must synth without it), so the rule is restated here and
+# tests/stacks/test_contract.py checks both agree on the same cases.
+_MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_MODEL_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# An image reference: [registry[:port]/]repository[:tag][@sha256:digest], lower-case path.
+_IMAGE = re.compile(
+    r"^([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(@sha256:[0-9a-f]{64})?$"
+)
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
 # A DNS name (lower case, at least two labels), e.g. models.recs.example.com.
@@ -130,6 +161,9 @@ class ServingSettings:
     ingress_cidrs: tuple[str, ...] = ()
     target_cpu_percent: int = 60
     target_requests_per_task: int = 1000
+    # A prebuilt image (CI builds once and promotes by digest); None builds
+    # docker/serving.Dockerfile at deploy time, which needs a container engine.
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +183,8 @@ class BatchSettings:
     output_prefix: str = "scoring/output/"
     # The model the nightly job scores; None means the environment's first model.
     nightly_model: ModelRef | None = None
+    # A prebuilt batch image; None builds docker/batch.Dockerfile at deploy time.
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +200,9 @@ class EnvironmentConfig:
     retention_days: int = 30
     noncurrent_version_days: int = 90
     refresh_seconds: int = 300
+    # CDK's custom resource (a Lambda) that strips the default security group's rules.
+    restrict_default_security_group: bool = True
+    cross_stack_references: str = "weak"
     stream: StreamSettings = field(default_factory=StreamSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
@@ -199,6 +238,16 @@ class PlatformConfig:
 
 
 _FIELDS = set(EnvironmentConfig.__dataclass_fields__)
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of field `name` of dataclass `cls`: the one place each default is declared."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is MISSING and f.default_factory is not MISSING:
+                return f.default_factory()
+            return f.default
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
 def load_config_file(cdk_json: Path) -> PlatformConfig:
@@ -237,6 +286,29 @@ def load_config(raw: Any) -> PlatformConfig:
     return PlatformConfig(environments=tuple(environments))
 
 
+def local_environment(config: PlatformConfig, name: str) -> EnvironmentConfig:
+    """Environment `name` (e.g. `dsc-recs-dev`) as deployed into a local AWS emulator.
+
+    Same stacks and settings, except: moto's account (LOCAL_ACCOUNT); the prebuilt local
+    image names (nothing is built or pushed; moto's ECR has no registry); no
+    default-security-group custom resource (its Lambda would need Docker inside moto);
+    strong cross-stack references (moto does not resolve Fn::GetStackOutput). Raises
+    ConfigError naming the configured environments when `name` is none of them.
+    """
+    for env in config.environments:
+        if env.name == name:
+            return replace(
+                env,
+                account=LOCAL_ACCOUNT,
+                restrict_default_security_group=False,
+                cross_stack_references="strong",
+                serving=replace(env.serving, image=LOCAL_SERVING_IMAGE),
+                batch=replace(env.batch, image=LOCAL_BATCH_IMAGE),
+            )
+    names = ", ".join(env.name for env in config.environments)
+    raise ConfigError(LOCAL_CONTEXT_KEY, f"{name!r} is not an environment; valid: {names}")
+
+
 def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> EnvironmentConfig:
     only_keys(raw, key, {f for f in _FIELDS if f not in ("team", "stage")})
     account = read_text(raw, "account", key, pattern=_ACCOUNT, hint="12 digits")
@@ -248,6 +320,16 @@ def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> Env
     longest = f"dsc-{team}-{stage}-archive-{account}-{region}"
     if len(longest) > _BUCKET_NAME_LIMIT:
         raise ConfigError(key, f"team + stage + region too long for bucket name {longest!r}")
+
+    def default(name: str) -> Any:
+        return _default(EnvironmentConfig, name)
+
+    references = raw.get("cross_stack_references", default("cross_stack_references"))
+    if references not in CROSS_STACK_REFERENCES:
+        raise ConfigError(
+            f"{key}.cross_stack_references",
+            f"{json.dumps(references)} is invalid; expected one of {', '.join(CROSS_STACK_REFERENCES)}",
+        )
     return EnvironmentConfig(
         team=team,
         stage=stage,
@@ -257,9 +339,19 @@ def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> Env
         vpc_id=read_optional_text(
             raw, "vpc_id", key, pattern=_VPC_ID, hint="vpc-0123456789abcdef0"
         ),
-        retention_days=read_choice(raw, "retention_days", key, LOG_RETENTION_DAYS, 30),
-        noncurrent_version_days=read_int(raw, "noncurrent_version_days", key, 1, 3650, 90),
-        refresh_seconds=read_int(raw, "refresh_seconds", key, 10, 86400, 300),
+        retention_days=read_choice(
+            raw, "retention_days", key, LOG_RETENTION_DAYS, default("retention_days")
+        ),
+        noncurrent_version_days=read_int(
+            raw, "noncurrent_version_days", key, 1, 3650, default("noncurrent_version_days")
+        ),
+        refresh_seconds=read_int(
+            raw, "refresh_seconds", key, 10, 86400, default("refresh_seconds")
+        ),
+        restrict_default_security_group=read_bool(
+            raw, "restrict_default_security_group", key, default("restrict_default_security_group")
+        ),
+        cross_stack_references=references,
         stream=_stream(mapping(raw.get("stream", {}), f"{key}.stream"), f"{key}.stream"),
         serving=_serving(mapping(raw.get("serving", {}), f"{key}.serving"), f"{key}.serving"),
         batch=_batch(mapping(raw.get("batch", {}), f"{key}.batch"), f"{key}.batch"),
@@ -268,26 +360,39 @@ def _environment(team: str, stage: str, raw: Mapping[str, Any], key: str) -> Env
 
 def _stream(raw: Mapping[str, Any], key: str) -> StreamSettings:
     only_keys(raw, key, set(StreamSettings.__dataclass_fields__))
+    limits = {
+        "shards": (1, 500),
+        "batch_size": (1, 10000),
+        "parallelization_factor": (1, 10),
+        "retry_attempts": (0, 10000),
+        "max_record_age_seconds": (60, 604800),
+        "lambda_memory_mib": (128, 10240),
+        "lambda_timeout_seconds": (1, 900),
+        "iterator_age_alarm_seconds": (1, 604800),
+    }
     return StreamSettings(
-        shards=read_int(raw, "shards", key, 1, 500, 1),
-        batch_size=read_int(raw, "batch_size", key, 1, 10000, 100),
-        parallelization_factor=read_int(raw, "parallelization_factor", key, 1, 10, 1),
-        retry_attempts=read_int(raw, "retry_attempts", key, 0, 10000, 3),
-        max_record_age_seconds=read_int(raw, "max_record_age_seconds", key, 60, 604800, 3600),
-        lambda_memory_mib=read_int(raw, "lambda_memory_mib", key, 128, 10240, 1024),
-        lambda_timeout_seconds=read_int(raw, "lambda_timeout_seconds", key, 1, 900, 60),
-        iterator_age_alarm_seconds=read_int(raw, "iterator_age_alarm_seconds", key, 1, 604800, 300),
+        **{
+            name: read_int(raw, name, key, low, high, _default(StreamSettings, name))
+            for name, (low, high) in limits.items()
+        }
     )
 
 
 def _serving(raw: Mapping[str, Any], key: str) -> ServingSettings:
     only_keys(raw, key, set(ServingSettings.__dataclass_fields__))
-    min_tasks = read_int(raw, "min_tasks", key, 1, 100, 1)
-    max_tasks = read_int(raw, "max_tasks", key, 1, 100, max(2, min_tasks))
+
+    def default(name: str) -> Any:
+        return _default(ServingSettings, name)
+
+    min_tasks = read_int(raw, "min_tasks", key, 1, 100, default("min_tasks"))
+    # Unset, max_tasks follows min_tasks up so that a larger minimum alone stays valid.
+    max_tasks = read_int(raw, "max_tasks", key, 1, 100, max(default("max_tasks"), min_tasks))
     if max_tasks < min_tasks:
         raise ConfigError(f"{key}.max_tasks", f"{max_tasks} is below min_tasks ({min_tasks})")
-    cpu, memory = _fargate_size(raw, key, "cpu", "memory_mib", 512, 1024)
-    cidrs = raw.get("ingress_cidrs", [])
+    cpu, memory = _fargate_size(
+        raw, key, "cpu", "memory_mib", default("cpu"), default("memory_mib")
+    )
+    cidrs = raw.get("ingress_cidrs", list(default("ingress_cidrs")))
     if not isinstance(cidrs, list):
         raise ConfigError(f"{key}.ingress_cidrs", "expected a list of IPv4 CIDRs")
     certificate_arn = read_optional_text(
@@ -309,28 +414,39 @@ def _serving(raw: Mapping[str, Any], key: str) -> ServingSettings:
         memory_mib=memory,
         certificate_arn=certificate_arn,
         domain_name=domain_name,
-        internet_facing=read_bool(raw, "internet_facing", key, False),
+        internet_facing=read_bool(raw, "internet_facing", key, default("internet_facing")),
         ingress_cidrs=tuple(read_cidr(c, f"{key}.ingress_cidrs[{i}]") for i, c in enumerate(cidrs)),
-        target_cpu_percent=read_int(raw, "target_cpu_percent", key, 10, 95, 60),
-        target_requests_per_task=read_int(raw, "target_requests_per_task", key, 1, 1_000_000, 1000),
+        target_cpu_percent=read_int(
+            raw, "target_cpu_percent", key, 10, 95, default("target_cpu_percent")
+        ),
+        target_requests_per_task=read_int(
+            raw, "target_requests_per_task", key, 1, 1_000_000, default("target_requests_per_task")
+        ),
+        image=_image(raw, key),
     )
 
 
 def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
     only_keys(raw, key, set(BatchSettings.__dataclass_fields__))
-    cpu, memory = _fargate_size(raw, key, "job_cpu", "job_memory_mib", 1024, 4096)
+
+    def default(name: str) -> Any:
+        return _default(BatchSettings, name)
+
+    cpu, memory = _fargate_size(
+        raw, key, "job_cpu", "job_memory_mib", default("job_cpu"), default("job_memory_mib")
+    )
     schedule = read_text(
         raw,
         "schedule",
         key,
         pattern=_SCHEDULE,
-        default="cron(0 2 * * ? *)",
+        default=default("schedule"),
         hint="cron(minutes hours day-of-month month day-of-week year) or rate(N unit)",
     )
     prefixes = {}
-    for name, default in (("input_prefix", "scoring/input/"), ("output_prefix", "scoring/output/")):
+    for name in ("input_prefix", "output_prefix"):
         value = read_text(
-            raw, name, key, pattern=_PREFIX, default=default, hint="like scoring/input/"
+            raw, name, key, pattern=_PREFIX, default=default(name), hint="like scoring/input/"
         )
         if value.startswith("models/"):
             raise ConfigError(
@@ -343,34 +459,53 @@ def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
         raise ConfigError(f"{key}.output_prefix", "input and output prefixes must not nest")
     nightly = raw.get("nightly_model")
     return BatchSettings(
-        max_vcpus=read_int(raw, "max_vcpus", key, 1, 4096, 16),
-        spot=read_bool(raw, "spot", key, False),
+        max_vcpus=read_int(raw, "max_vcpus", key, 1, 4096, default("max_vcpus")),
+        spot=read_bool(raw, "spot", key, default("spot")),
         schedule=schedule,
         schedule_timezone=read_text(
             raw,
             "schedule_timezone",
             key,
             pattern=_TIMEZONE,
-            default="UTC",
+            default=default("schedule_timezone"),
             hint="an IANA zone like Europe/Paris",
         ),
-        shard_count=read_int(raw, "shard_count", key, 1, 10000, 4),
+        shard_count=read_int(raw, "shard_count", key, 1, 10000, default("shard_count")),
         job_cpu=cpu,
         job_memory_mib=memory,
-        job_timeout_minutes=read_int(raw, "job_timeout_minutes", key, 1, 14 * 24 * 60, 240),
+        job_timeout_minutes=read_int(
+            raw, "job_timeout_minutes", key, 1, 14 * 24 * 60, default("job_timeout_minutes")
+        ),
         input_prefix=prefixes["input_prefix"],
         output_prefix=prefixes["output_prefix"],
         nightly_model=None if nightly is None else _model_ref(nightly, f"{key}.nightly_model"),
+        image=_image(raw, key),
+    )
+
+
+def _image(raw: Mapping[str, Any], key: str) -> str | None:
+    return read_optional_text(
+        raw,
+        "image",
+        key,
+        pattern=_IMAGE,
+        hint="an image reference like 123456789012.dkr.ecr.eu-west-1.amazonaws.com/serving@sha256:...",
     )
 
 
 def _model_ref(value: Any, key: str) -> ModelRef:
-    match = _MODEL_REF.match(value) if isinstance(value, str) else None
-    if match is None:
+    """NAME@ALIAS by the runtime's rule; a version number is refused (an environment follows
+    an alias, which is how a version is promoted into it)."""
+    name, sep, alias = value.partition("@") if isinstance(value, str) else ("", "", "")
+    if not (sep and _MODEL_NAME.match(name) and _MODEL_ALIAS.match(alias)) or alias.isdigit():
         raise ConfigError(
-            key, f'{json.dumps(value)} is invalid; expected "name@alias" like "churn@production"'
+            key,
+            f'{json.dumps(value)} is invalid; expected "name@alias" like "churn@production": '
+            "each starts with a letter; a name then has letters, digits, '_', '-' or '.', an "
+            "alias letters, digits, '_' or '-' (a number would be a version: promote it to an "
+            "alias instead)",
         )
-    return ModelRef(name=match.group(1), alias=match.group(2))
+    return ModelRef(name=name, alias=alias)
 
 
 def _fargate_size(

@@ -64,7 +64,7 @@ class Network(Construct):
                         traffic_type=ec2.FlowLogTrafficType.ALL,
                     )
                 },
-                restrict_default_security_group=True,
+                restrict_default_security_group=config.restrict_default_security_group,
             )
             self.cidr = VPC_CIDR
             self.task_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)

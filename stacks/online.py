@@ -151,7 +151,7 @@ class OnlinePath(Construct):
             runtime=LAMBDA_RUNTIME,
             architecture=lambda_.Architecture.X86_64,
             handler=HANDLER,
-            code=assets.scorer_code(),
+            code=assets.scorer_code(self),
             memory_size=settings.lambda_memory_mib,
             timeout=cdk.Duration.seconds(settings.lambda_timeout_seconds),
             role=self.role,

@@ -40,6 +40,9 @@ class TeamEnvironment(cdk.Stage):
             env=cdk.Environment(account=config.account, region=config.region),
         )
         self.config = config
+        # Per environment, not app-wide: moto resolves only strong references (exports).
+        strength = {"weak": cdk.ReferenceStrength.WEAK, "strong": cdk.ReferenceStrength.STRONG}
+        cdk.CrossStackReferences.of(self).consume(strength[config.cross_stack_references])
         self.archive = ArchiveStack(self, "Archive", config=config)
         archive = self.archive.archive
         self.network = NetworkStack(

@@ -121,7 +121,7 @@ class Serving(Construct):
             security_groups=[network.serving_security_group],
             assign_public_ip=network.assign_public_ip,
             task_image_options=ecs_patterns.ApplicationLoadBalancedTaskImageOptions(
-                image=assets.serving_image(),
+                image=assets.serving_image(self, config.serving.image),
                 container_name="serving",
                 container_port=CONTAINER_PORT,
                 execution_role=self.execution_role,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from stacks.assets import (
     BUNDLE_DIR_VARIABLE,
     LAMBDA_PYTHON_VERSION,
     SERVING_DOCKERFILE,
+    UNBUNDLED_NOTE,
     AssetSources,
     LambdaBundleError,
     LambdaBundler,
@@ -87,7 +89,7 @@ def _function_template(sources: AssetSources, outdir: Path, **context: Any) -> T
         "Scorer",
         runtime=lambda_.Runtime.PYTHON_3_12,
         handler="h.h",
-        code=sources.scorer_code(),
+        code=sources.scorer_code(stack),
     )
     app.synth()
     return Template.from_stack(stack)
@@ -113,6 +115,66 @@ def test_bundling_is_skipped_when_no_stack_is_bundled(tmp_path: Path) -> None:
     template = _function_template(sources, tmp_path / "cdk.out", **{"aws:cdk:bundling-stacks": []})
 
     template.resource_count_is("AWS::Lambda::Function", 1)
+
+
+def test_a_skipped_bundle_is_a_placeholder_never_the_repository(tmp_path: Path) -> None:
+    # given a repository whose bundling is skipped for the stack (as `cdk deploy
+    # --exclusively` of another stack does)
+    repo = _fake_repo(tmp_path / "repo")
+    sources = AssetSources(repo_root=repo, bundle_command=(sys.executable, "-c", WRITE_MARKER))
+    outdir = tmp_path / "cdk.out"
+
+    # when it is synthesized
+    _function_template(sources, outdir, **{"aws:cdk:bundling-stacks": []})
+
+    # then the staged code is the note alone, under a hash of its own
+    (code_hash, asset), *_ = _zip_assets(outdir).items()
+    staged = outdir / asset["source"]["path"]
+    assert staged.resolve() != repo.resolve()
+    assert [p.name for p in staged.iterdir()] == [UNBUNDLED_NOTE]
+    bundled = tmp_path / "bundled"
+    _function_template(sources, bundled)
+    assert code_hash not in _zip_assets(bundled)
+
+
+def _zip_assets(outdir: Path) -> dict[str, Any]:
+    files = json.loads((outdir / "Stack.assets.json").read_text())["files"]
+    return {h: a for h, a in files.items() if a["source"].get("packaging") == "zip"}
+
+
+def test_prebuilt_images_are_used_as_given_and_ecr_ones_get_a_pull_grant(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    ecr_image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/dsc/serving@{digest}"
+    sources = AssetSources(repo_root=tmp_path)
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"))
+    stack = cdk.Stack(app, "Stack")
+    task = cdk.aws_ecs.FargateTaskDefinition(stack, "Task")
+    task.add_container("serving", image=sources.serving_image(stack, ecr_image))
+    task.add_container("batch", image=sources.batch_image(stack, "dscloud-batch:local"))
+
+    template = Template.from_stack(stack)
+
+    images = [
+        json.dumps(c["Image"])
+        for c in template.find_resources("AWS::ECS::TaskDefinition").popitem()[1]["Properties"][
+            "ContainerDefinitions"
+        ]
+    ]
+    assert "dsc/serving@" + digest in images[0]
+    assert images[1] == '"dscloud-batch:local"'
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Action": Match.array_with(["ecr:BatchGetImage"])})]
+                )
+            }
+        },
+    )
+    assert not list((tmp_path / "cdk.out").glob("*.assets.json")) or not json.loads(
+        next((tmp_path / "cdk.out").glob("*.assets.json")).read_text()
+    ).get("dockerImages")
 
 
 def test_prebuilt_bundle_is_used_as_it_is(tmp_path: Path) -> None:
@@ -169,11 +231,11 @@ def _asset_hashes(repo: Path) -> tuple[str, str, str]:
         "Scorer",
         runtime=lambda_.Runtime.PYTHON_3_12,
         handler="h.h",
-        code=sources.scorer_code(),
+        code=sources.scorer_code(stack),
     )
     task = cdk.aws_ecs.FargateTaskDefinition(stack, "Task")
-    task.add_container("serving", image=sources.serving_image())
-    task.add_container("batch", image=sources.batch_image())
+    task.add_container("serving", image=sources.serving_image(stack, None))
+    task.add_container("batch", image=sources.batch_image(stack, None))
     constructs = stack.node.find_all()
     code = next(c for c in constructs if isinstance(c, cdk.aws_s3_assets.Asset))
     serving, batch = (c for c in constructs if isinstance(c, cdk.aws_ecr_assets.DockerImageAsset))

@@ -9,11 +9,19 @@ from typing import Any
 import pytest
 
 from stacks.config import (
+    LOCAL_ACCOUNT,
+    LOCAL_BATCH_IMAGE,
+    LOCAL_SERVING_IMAGE,
     LOG_RETENTION_DAYS,
+    BatchSettings,
     ConfigError,
+    EnvironmentConfig,
     ModelRef,
+    ServingSettings,
+    StreamSettings,
     load_config,
     load_config_file,
+    local_environment,
 )
 
 MakeContext = Callable[..., dict[str, Any]]
@@ -161,3 +169,78 @@ def test_a_cdk_json_file_is_read_from_its_context(cdk_json_copy: Any) -> None:
     config = load_config_file(cdk_json_copy)
 
     assert config.environments
+
+
+def test_every_unset_value_is_its_dataclass_default(stage_settings: MakeContext) -> None:
+    # The defaults are declared once, on the dataclass fields; the readers take them there.
+    env = load_config(stage_settings()).environment("recs", "dev")
+
+    for settings, cls in (
+        (env.stream, StreamSettings),
+        (env.serving, ServingSettings),
+        (env.batch, BatchSettings),
+    ):
+        assert settings == cls()
+    defaults = EnvironmentConfig(
+        team="recs", stage="dev", account="111111111111", region="eu-west-1", models=env.models
+    )
+    assert env == defaults
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "hint"),
+    [
+        ({"serving": {"image": "Not An Image"}}, "serving.image", "image reference"),
+        ({"batch": {"image": 7}}, "batch.image", "image reference"),
+        (
+            {"restrict_default_security_group": "no"},
+            "restrict_default_security_group",
+            "true or false",
+        ),
+        ({"cross_stack_references": "medium"}, "cross_stack_references", "weak, strong"),
+    ],
+)
+def test_the_deploy_options_are_validated(
+    stage_settings: MakeContext, overrides: dict[str, Any], key: str, hint: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(stage_settings(**overrides))
+
+    assert raised.value.key == f"dscloud.teams.recs.stages.dev.{key}"
+    assert hint in str(raised.value)
+
+
+def test_prebuilt_images_accept_tags_digests_and_registries(stage_settings: MakeContext) -> None:
+    digest = "sha256:" + "0f" * 32
+    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/dsc/serving@{digest}"
+    raw = stage_settings(serving={"image": image}, batch={"image": "ghcr.io/acme/batch:1.4"})
+
+    env = load_config(raw).environment("recs", "dev")
+
+    assert (env.serving.image, env.batch.image) == (image, "ghcr.io/acme/batch:1.4")
+
+
+def test_the_local_target_is_one_environment_adapted_for_moto(repo_context: dict[str, Any]) -> None:
+    config = load_config(repo_context)
+
+    local = local_environment(config, "dsc-recs-dev")
+
+    configured = config.environment("recs", "dev")
+    assert local.account == LOCAL_ACCOUNT
+    assert (local.serving.image, local.batch.image) == (LOCAL_SERVING_IMAGE, LOCAL_BATCH_IMAGE)
+    assert local.restrict_default_security_group is False
+    assert local.cross_stack_references == "strong"
+    # everything else is the environment as configured
+    assert (
+        dataclasses.replace(
+            local,
+            account=configured.account,
+            restrict_default_security_group=True,
+            cross_stack_references="weak",
+            serving=configured.serving,
+            batch=configured.batch,
+        )
+        == configured
+    )
+    with pytest.raises(ConfigError, match="dsc-recs-dev"):
+        local_environment(config, "dsc-nope-dev")

@@ -170,3 +170,35 @@ def test_app_synthesizes_every_environment(tmp_path: Path, platform: Any) -> Non
     assert {a for a in manifest["artifacts"] if a.startswith("assembly-")} == {
         f"assembly-{name}" for name in platform.environments
     }
+
+
+def test_reference_strength_and_the_default_sg_resource_follow_the_environment(
+    synthesize_platform: Any, asset_sources: Any, tmp_path: Any, platform: Any, dev_env: str
+) -> None:
+    # given one environment with strong references and no default-SG custom resource
+    raw = {
+        "defaults": {"account": "123456789012", "region": "eu-west-1", "models": ["churn@prod"]},
+        "teams": {
+            "recs": {
+                "stages": {
+                    "dev": {
+                        "cross_stack_references": "strong",
+                        "restrict_default_security_group": False,
+                        "serving": {"image": "dscloud-serving:local"},
+                        "batch": {"image": "dscloud-batch:local"},
+                    }
+                }
+            }
+        },
+    }
+
+    local = synthesize_platform(raw, asset_sources, tmp_path / "cdk.out")
+
+    batch = json.dumps(local.template_json("dsc-recs-dev", "Batch"))
+    network = json.dumps(local.template_json("dsc-recs-dev", "Network"))
+    assert "Fn::ImportValue" in batch and "Fn::GetStackOutput" not in batch
+    assert "Custom::VpcRestrictDefaultSG" not in network
+    # the repository's environments keep weak references and the custom resource
+    shipped = json.dumps(platform.template_json(dev_env, "Batch"))
+    assert "Fn::ImportValue" not in shipped
+    assert "Custom::VpcRestrictDefaultSG" in json.dumps(platform.template_json(dev_env, "Network"))

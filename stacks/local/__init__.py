@@ -1,0 +1,1 @@
+"""The local target: one environment deployed into a moto server and run (docs/local.md)."""
