@@ -30,7 +30,11 @@ from dscloud.drift import DriftCounts, DriftReport
 from dscloud.scorer import Predictions, Scorer
 from dscloud.settings import Settings
 
-__all__ = ["StreamDrift", "drift_metrics"]
+__all__ = ["ALARMED_METRICS", "StreamDrift", "drift_metrics"]
+
+#: The metrics the deployed alarms watch (stacks/online.py; tests/stacks/test_online.py
+#: checks the alarms name exactly these).
+ALARMED_METRICS = ("DriftPredictionPsi", "DriftWorstFeaturePsi")
 
 
 class StreamDrift:

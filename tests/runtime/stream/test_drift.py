@@ -12,7 +12,7 @@ from dscloud import example
 from dscloud.archive import Archive
 from dscloud.baseline import Baseline
 from dscloud.stream import handler as handler_module
-from dscloud.stream.drift import StreamDrift, drift_metrics
+from dscloud.stream.drift import ALARMED_METRICS, StreamDrift, drift_metrics
 from tests.runtime.conftest import counted, shifted
 from tests.runtime.stream.conftest import (
     Aws,
@@ -78,8 +78,10 @@ def test_a_quiet_window_keeps_counting_until_it_has_enough_rows(archive: Archive
 
 
 def test_the_lambda_entry_point_emits_drift_metrics_as_emf(
-    archive: Archive, aws: Aws, capsys: pytest.CaptureFixture[str]
+    archive: Archive, aws: Aws, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # As in Lambda, where the stack sets POWERTOOLS_SERVICE_NAME before the module loads.
+    monkeypatch.setattr(handler_module.metrics.provider, "service", "dsc-recs-dev-scorer")
     app = stream_scorer(archive, aws, drift_window_seconds=0.0, drift_min_rows=5)
     handler_module.configure(app)
     handler_module.metrics.clear_metrics()
@@ -92,4 +94,7 @@ def test_the_lambda_entry_point_emits_drift_metrics_as_emf(
     blob = next(m for m in emf if "DriftPredictionPsi" in m)
     assert blob["DriftRows"] in (8.0, [8.0])
     names = {d["Name"] for d in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert {"DriftPredictionPsi", "DriftWorstFeaturePsi", "DriftOutOfRangeShare"} <= names
+    assert {*ALARMED_METRICS, "DriftOutOfRangeShare"} <= names
+    # The one dimension the stacks' alarms filter on (stacks/online.py).
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert blob["service"] == "dsc-recs-dev-scorer"
