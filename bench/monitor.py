@@ -6,7 +6,7 @@ shared machine hits both alike, best round of each kept:
 
 - batch: ``dsc score`` in a fresh process on ``--rows`` churn rows (Parquet in and out,
   1 worker), with drift counted (the default) and with ``--no-drift``;
-- serving: ``dsc serve`` with ``DSC_DRIFT=on`` and ``off``, one JSON row per request
+- serving: ``dsc serve`` with ``DSC_DRIFT=1`` and ``0``, one JSON row per request
   (``/invocations``), ``wrk`` with 16 connections for ``--seconds``.
 
     .venv/bin/python bench/monitor.py [--rows 2000000] [--rounds 3] [--seconds 6]
@@ -80,7 +80,7 @@ def serve_round(archive: str, body: Path, work: Path, *, drift: bool, seconds: f
     """Requests/s of ``dsc serve`` under wrk (16 connections, one row per request)."""
     port = free_port()
     env = {**os.environ, "DSC_ARCHIVE": archive, "DSC_REFRESH_SECONDS": "0"}
-    env["DSC_DRIFT"] = "on" if drift else "off"
+    env["DSC_DRIFT"] = "1" if drift else "0"
     argv = [str(BIN / "dsc"), "serve", "churn@production", "--port", str(port)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

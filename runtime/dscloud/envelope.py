@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dscloud.errors import ArtifactIntegrityError, ConfigError, EnvelopeError
+from dscloud.errors import ArchiveError, ArtifactIntegrityError, ConfigError, EnvelopeError
 from dscloud.refs import check_name, check_version
 from dscloud.schema import Schema
 
@@ -222,15 +223,26 @@ class Artifact:
 
     @classmethod
     def read(cls, directory: Path) -> Artifact:
-        """Read and verify an artifact directory (``model.onnx`` + ``envelope.json``)."""
+        """Read and verify an artifact directory (``model.onnx`` + ``envelope.json``).
+
+        Raises :class:`EnvelopeError` when a file is missing or invalid,
+        :class:`ArchiveError` when one cannot be read (permissions), and
+        :class:`ArtifactIntegrityError` when the model is not the one the envelope records.
+        """
         env_path, model_path = directory / ENVELOPE_FILE, directory / MODEL_FILE
-        for p in (env_path, model_path):
-            if not p.is_file():
-                raise EnvelopeError(
-                    f"{p} does not exist: an artifact directory holds "
-                    f"{MODEL_FILE} and {ENVELOPE_FILE}"
-                )
-        envelope = Envelope.from_json(env_path.read_bytes(), path=str(env_path))
-        model = model_path.read_bytes()
+        try:
+            for p in (env_path, model_path):
+                if not p.is_file():
+                    raise EnvelopeError(
+                        f"{p} does not exist: an artifact directory holds "
+                        f"{MODEL_FILE} and {ENVELOPE_FILE}"
+                    )
+            envelope_bytes, model = env_path.read_bytes(), model_path.read_bytes()
+        except OSError as exc:
+            raise ArchiveError(
+                f"artifact {directory}: cannot read {exc.filename}: {exc.strerror} (uid "
+                f"{os.getuid()}; the files must be readable by it: chmod -R a+rX {directory})"
+            ) from None
+        envelope = Envelope.from_json(envelope_bytes, path=str(env_path))
         envelope.verify(model, path=str(model_path))
         return cls(envelope=envelope, model=model, location=str(directory))

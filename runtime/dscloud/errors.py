@@ -7,7 +7,7 @@ handler and the CLI each map the tree in exactly one place::
     DscError
     ├── ConfigError                 bad settings or arguments (exit 2)
     ├── DataError                   batch input or output that cannot be read or written
-    ├── ArchiveError                the archive cannot be read or written
+    ├── ArchiveError                the archive cannot be read or written (incl. file modes)
     │   ├── NotFoundError           unknown model, version or alias (404)
     │   ├── VersionExistsError      publishing over an existing version (409)
     │   └── ArtifactIntegrityError  sha256 mismatch, an envelope that is not the version

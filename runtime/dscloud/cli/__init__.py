@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from dscloud.cli import batch, examples, invoke, models, monitor, serve, stream, team
 from dscloud.errors import DscError
+from dscloud.settings import cli_argument
 
 __all__ = ["main", "parser"]
 
@@ -30,11 +32,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="dsc", description="Package, archive, serve, stream and batch-score ONNX models."
     )
-    root.add_argument(
-        "--archive",
-        help="archive URI: a directory, file:///PATH or s3://BUCKET/PREFIX "
-        "(default: $DSC_ARCHIVE or .dsc/archive)",
-    )
+    root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (models, monitor, examples, team, serve, stream, batch, invoke):
@@ -52,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # In a container dsc is PID 1, which the kernel spares from signals it has no handler
+    # for: without this, AWS Batch's SIGTERM is ignored until SIGKILL 30 s later. `dsc serve`
+    # replaces it with uvicorn's graceful shutdown.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code: int = args.run(args)
     except DscError as exc:
@@ -64,3 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return code
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Stop as SIGTERM's default action would (exit 143), unwinding ``finally`` blocks."""
+    raise SystemExit(128 + signum)

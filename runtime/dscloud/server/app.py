@@ -126,7 +126,7 @@ class ModelServer:
         self.drift = ServerDrift(
             window_seconds=settings.drift_window_seconds,
             worker_label=settings.workers > 1,
-            enabled=settings.drift,
+            enabled=bool(settings.drift),
         )
         self._openapi = orjson.dumps(openapi(sorted(models.models)))
 

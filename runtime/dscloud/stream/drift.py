@@ -51,7 +51,7 @@ class StreamDrift:
         *,
         window_seconds: float = Settings.drift_window_seconds,
         min_rows: int = Settings.drift_min_rows,
-        enabled: bool = Settings.drift,
+        enabled: bool = True,
         clock: Callable[[], float],
     ) -> None:
         self.publish = publish

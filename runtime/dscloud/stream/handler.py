@@ -220,7 +220,7 @@ class StreamScorer:
                 _publish,
                 window_seconds=settings.drift_window_seconds,
                 min_rows=settings.drift_min_rows,
-                enabled=settings.drift,
+                enabled=bool(settings.drift),
                 clock=time.monotonic,
             ),
         )
