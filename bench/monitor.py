@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--only", choices=("batch", "serve"), help="measure one of the two")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "monitor.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,16 +134,19 @@ def main() -> int:
         batch: dict[str, list[float]] = {"on": [], "off": []}
         serve: dict[str, list[float]] = {"on": [], "off": []}
         for r in range(args.rounds):
-            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            for mode in order if args.only != "serve" else ():
                 seconds = batch_round(archive.uri, data, work / "out", drift=mode == "on")
                 batch[mode].append(args.rows / seconds)
                 print(f"batch {mode}: {args.rows / seconds:,.0f} rows/s", flush=True)
-            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            for mode in order if args.only != "batch" else ():
                 rps = serve_round(archive.uri, body, work, drift=mode == "on", seconds=args.seconds)
                 serve[mode].append(rps)
                 print(f"serve {mode}: {rps:,.0f} requests/s", flush=True)
 
-    def summary(runs: dict[str, list[float]], unit: str) -> dict[str, Any]:
+    def summary(runs: dict[str, list[float]], unit: str) -> dict[str, Any] | None:
+        if not runs["on"]:
+            return None
         on, off = max(runs["on"]), max(runs["off"])
         return {
             f"on_{unit}": round(on),

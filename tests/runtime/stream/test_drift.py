@@ -82,11 +82,17 @@ def test_the_lambda_entry_point_emits_drift_metrics_as_emf(
 ) -> None:
     # As in Lambda, where the stack sets POWERTOOLS_SERVICE_NAME before the module loads.
     monkeypatch.setattr(handler_module.metrics.provider, "service", "dsc-recs-dev-scorer")
-    app = stream_scorer(archive, aws, drift_window_seconds=0.0, drift_min_rows=5)
+    app = stream_scorer(archive, aws, drift_window_seconds=60.0, drift_min_rows=5)
+    assert (app.drift.window_seconds, app.drift.min_rows) == (60.0, 5)  # from the settings
+    now = [0.0]
+    app.drift.clock = lambda: now[0]
     handler_module.configure(app)
     handler_module.metrics.clear_metrics()
+    rows = feature_rows(8)
     try:
-        event = kinesis_event([payload(f"e{i}", r) for i, r in enumerate(feature_rows(8))])
+        handler_module.handler(kinesis_event([payload("e0", rows[0])]), FakeContext())
+        now[0] = 61.0
+        event = kinesis_event([payload(f"e{i}", r) for i, r in enumerate(rows[1:], start=1)])
         handler_module.handler(event, FakeContext())
     finally:
         handler_module.configure(None)
