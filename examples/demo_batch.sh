@@ -31,7 +31,10 @@ python - "$work/scores/_SUCCESS" <<'PY'
 import json, sys
 run = json.load(open(sys.argv[1]))
 run.pop("shards", None)
+drift = run.pop("drift", None)  # the drift report: examples/demo_monitor.sh reads it
 print(json.dumps(run, indent=2))
+if drift:
+    print(f"drift: worst feature {drift['worst_feature']} PSI {drift['worst_feature_psi']:.3f}")
 PY
 
 echo "-- the first predictions"

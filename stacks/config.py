@@ -40,6 +40,7 @@ from stacks.context import (
     read_bool,
     read_choice,
     read_cidr,
+    read_float,
     read_int,
     read_optional_text,
     read_text,
@@ -142,6 +143,11 @@ class StreamSettings:
     lambda_memory_mib: int = 1024
     lambda_timeout_seconds: int = 60
     iterator_age_alarm_seconds: int = 300
+    # Drift: the scorer publishes PSI per window of at least min_rows rows (docs/monitoring.md);
+    # an alarm fires when the prediction's or the worst feature's PSI is above the threshold.
+    drift_window_seconds: int = 300
+    drift_min_rows: int = 500
+    drift_psi_alarm: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -369,12 +375,17 @@ def _stream(raw: Mapping[str, Any], key: str) -> StreamSettings:
         "lambda_memory_mib": (128, 10240),
         "lambda_timeout_seconds": (1, 900),
         "iterator_age_alarm_seconds": (1, 604800),
+        "drift_window_seconds": (60, 86400),
+        "drift_min_rows": (1, 10_000_000),
     }
     return StreamSettings(
         **{
             name: read_int(raw, name, key, low, high, _default(StreamSettings, name))
             for name, (low, high) in limits.items()
-        }
+        },
+        drift_psi_alarm=read_float(
+            raw, "drift_psi_alarm", key, 0.01, 10.0, _default(StreamSettings, "drift_psi_alarm")
+        ),
     )
 
 

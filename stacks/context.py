@@ -80,6 +80,17 @@ def read_int(raw: Mapping[str, Any], name: str, key: str, low: int, high: int, d
     return _get(raw, name, key, default, ok, f"an integer from {low} to {high}")
 
 
+def read_float(
+    raw: Mapping[str, Any], name: str, key: str, low: float, high: float, default: float
+) -> float:
+    """A number from `low` to `high` (booleans refused), or `default` when absent."""
+
+    def ok(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and low <= v <= high
+
+    return float(_get(raw, name, key, default, ok, f"a number from {low} to {high}"))
+
+
 def read_bool(raw: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
     """A JSON boolean (not the string "true"), or `default` when absent."""
     return _get(raw, name, key, default, lambda v: isinstance(v, bool), "true or false")

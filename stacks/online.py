@@ -35,6 +35,10 @@ HANDLER = "dscloud.stream.handler.handler"
 _QUEUE_RETENTION = cdk.Duration.days(14)
 
 
+#: The CloudWatch namespace of the scorer's metrics (Powertools EMF), drift included.
+METRICS_NAMESPACE = "dscloud"
+
+
 class ScorerQueues(Construct):
     """The rejects queue, the stream's on-failure queue, and the dead-letter queue of both."""
 
@@ -162,8 +166,10 @@ class OnlinePath(Construct):
                 "DSC_PREDICTIONS_TABLE": self.table.table_name,
                 "DSC_REJECTS_QUEUE_URL": self.queues.rejects.queue_url,
                 "DSC_REFRESH_SECONDS": str(config.refresh_seconds),
+                "DSC_DRIFT_WINDOW_SECONDS": str(settings.drift_window_seconds),
+                "DSC_DRIFT_MIN_ROWS": str(settings.drift_min_rows),
                 "POWERTOOLS_SERVICE_NAME": f"{config.name}-scorer",
-                "POWERTOOLS_METRICS_NAMESPACE": "dscloud",
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
         acknowledge(
@@ -205,6 +211,33 @@ class OnlinePath(Construct):
         )
         self.alarms = self._alarms(config)
 
+    def _drift_alarms(
+        self, config: EnvironmentConfig
+    ) -> list[tuple[str, cloudwatch.IMetric, float, str]]:
+        """The scorer's drift metrics (EMF in its log stream: no IAM grant needed beyond its
+        logs) above the threshold, over a period that holds one published window."""
+        settings = config.stream
+        period = cdk.Duration.minutes(max(1, -(-settings.drift_window_seconds // 60)))
+        threshold = settings.drift_psi_alarm
+        return [
+            (
+                f"{which}Drift",
+                cloudwatch.Metric(
+                    namespace=METRICS_NAMESPACE,
+                    metric_name=metric,
+                    dimensions_map={"service": f"{config.name}-scorer"},
+                    statistic="Maximum",
+                    period=period,
+                ),
+                threshold,
+                f"{what} PSI above {threshold} against the training baseline (major drift)",
+            )
+            for which, metric, what in (
+                ("Prediction", "DriftPredictionPsi", "the predictions' distribution moved:"),
+                ("Feature", "DriftWorstFeaturePsi", "an input feature moved:"),
+            )
+        ]
+
     def _alarms(self, config: EnvironmentConfig) -> list[cloudwatch.Alarm]:
         five_minutes = cdk.Duration.minutes(5)
         iterator_age = self.function.metric(
@@ -217,6 +250,7 @@ class OnlinePath(Construct):
                 config.stream.iterator_age_alarm_seconds * 1000,
                 "the scorer falls behind the stream",
             ),
+            *self._drift_alarms(config),
             (
                 "ScorerErrors",
                 self.function.metric_errors(period=five_minutes, statistic="Sum"),

@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from dscloud.archive import current_user
+from dscloud.baseline import build_baseline
 from dscloud.envelope import Artifact, Envelope, Golden, sha256_hex
 from dscloud.errors import ExportError, ParityError
 from dscloud.onnx_import import graph_info, library_versions
@@ -128,10 +129,33 @@ def package(
             "training_seconds": training_seconds,
             "parent_version": parent_version,
         },
-        data=data_summary(train, y),
+        data={**data_summary(train, y), "baseline": _baseline(schema, train, scorer, records)},
         quality={"metrics": dict(metrics or {}), "parity": parity},
     )
     return Artifact(envelope=envelope, model=model)
+
+
+def _baseline(
+    schema: Schema, train: pd.DataFrame, scorer: Scorer, records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The drift baseline (:mod:`dscloud.baseline`): features from the training rows, the
+    prediction from the model's outputs on the rows parity checked (``records``)."""
+    # Numbers (bools too, as the model reads them) as floats with NaN; text as objects with
+    # None: a nullable column's pd.NA would otherwise count as the category "<NA>".
+    columns = {
+        c.name: train[c.name].to_numpy(dtype=np.float64, na_value=np.nan)
+        if c.numeric
+        else _objects(train[c.name])
+        for c in schema.columns
+    }
+    return build_baseline(schema, columns, scorer.score_records(records)).to_dict()
+
+
+def _objects(series: pd.Series[Any]) -> Any:
+    """The values as an object array, None for every kind of missing (NaN, None, pd.NA)."""
+    values = series.to_numpy(dtype=object, copy=True)  # never the caller's frame
+    values[series.isna().to_numpy()] = None
+    return values
 
 
 # -- interface ------------------------------------------------------------------------------

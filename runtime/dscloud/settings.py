@@ -223,6 +223,24 @@ SETTINGS: tuple[Setting, ...] = (
         flags=("dsc stream run --rejects-queue-url",),
     ),
     Setting(
+        "drift", ("DSC_DRIFT",), "int", 1,
+        "1 counts drift against the training baseline in the server and the stream "
+        "(docs/monitoring.md); 0 turns it off (`dsc score --no-drift` for batch)",
+        minimum=0, maximum=1,
+    ),
+    Setting(
+        "drift_window_seconds", ("DSC_DRIFT_WINDOW_SECONDS",), "float", 300.0,
+        "the server's rolling drift window; the stream publishes drift metrics once per "
+        "window",
+        minimum=1,
+    ),
+    Setting(
+        "drift_min_rows", ("DSC_DRIFT_MIN_ROWS",), "int", 500,
+        "the rows a stream window needs before its drift is published (fewer: it keeps "
+        "counting, since PSI of a few rows is noise)",
+        minimum=1,
+    ),
+    Setting(
         "shard_index", ("AWS_BATCH_JOB_ARRAY_INDEX",), "int", 0,
         "the shard this `dsc score` runs (AWS Batch sets it in each child of an array job)",
         flags=("dsc score --shard-index",), minimum=0,
@@ -290,6 +308,9 @@ class Settings:
     predictions_table: str | None = _default("predictions_table")
     output_stream: str | None = _default("output_stream")
     rejects_queue_url: str | None = _default("rejects_queue_url")
+    drift: int = _default("drift")
+    drift_window_seconds: float = _default("drift_window_seconds")
+    drift_min_rows: int = _default("drift_min_rows")
     shard_index: int = _default("shard_index")
     shard_count: int = _default("shard_count")
     s3_endpoint: str | None = _default("s3_endpoint")

@@ -173,17 +173,42 @@ def test_envelopes_with_and_without_a_baseline_load_and_score(
     tmp_path, churn_artifact: Artifact, churn_baseline: Baseline
 ) -> None:
     # given an envelope from before baselines, and the same model with one
-    old = churn_artifact.envelope
+    data = {k: v for k, v in churn_artifact.envelope.data.items() if k != "baseline"}
+    old = dataclasses.replace(churn_artifact.envelope, data=data)
     assert Baseline.of(old.data) is None
     new = dataclasses.replace(old, data={**old.data, "baseline": churn_baseline.to_dict()})
     archive = Archive.open(tmp_path / "archive")
-    dscloud.publish(churn_artifact, archive)
+    dscloud.publish(Artifact(envelope=old, model=churn_artifact.model), archive)
     dscloud.publish(Artifact(envelope=new, model=churn_artifact.model), archive)
     # then both load (sha256 + goldens) and the baseline comes back as it went in
     for version in (1, 2):
         dscloud.Scorer(archive.load(f"churn@{version}"))
     assert Baseline.of(archive.envelope("churn@1").data) is None
     assert Baseline.of(archive.envelope("churn@2").data) == churn_baseline
+
+
+def test_packaging_stores_the_baseline_of_the_training_rows_and_checked_outputs(
+    churn_artifact: Artifact, churn_baseline: Baseline
+) -> None:
+    # dscloud.package (pandas frames, records scored for parity) -> the same baseline as
+    # built here from numpy columns and score_columns: the export -> core seam.
+    assert Baseline.of(churn_artifact.envelope.data) == churn_baseline
+
+
+def test_packaging_counts_a_nullable_text_column_as_missing_not_as_a_category() -> None:
+    import pandas as pd
+
+    ex = example.train(seed=3, rows=600)
+    frame = ex.X_train.copy()
+    frame["plan"] = frame["plan"].astype("string")
+    frame.loc[frame.index[:30], "plan"] = pd.NA
+    artifact = dscloud.package(
+        ex.estimator, ex.X_test, name="churn", training_data=frame, y=ex.y_train
+    )
+    baseline = Baseline.of(artifact.envelope.data)
+    assert baseline is not None
+    plan = baseline.features["plan"]
+    assert "<NA>" not in plan.categories and plan.missing == pytest.approx(30 / len(frame))
 
 
 def test_counting_agrees_with_the_bin_of_each_value() -> None:

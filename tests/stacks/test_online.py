@@ -43,6 +43,8 @@ def test_scorer_runs_the_stream_handler_with_its_settings(platform: Any, dev_env
                     "DSC_PREDICTIONS_TABLE": {"Ref": Match.any_value()},
                     "DSC_REJECTS_QUEUE_URL": {"Ref": Match.any_value()},
                     "DSC_REFRESH_SECONDS": str(env.refresh_seconds),
+                    "DSC_DRIFT_WINDOW_SECONDS": str(env.stream.drift_window_seconds),
+                    "DSC_DRIFT_MIN_ROWS": str(env.stream.drift_min_rows),
                     "POWERTOOLS_SERVICE_NAME": f"{env.name}-scorer",
                     "POWERTOOLS_METRICS_NAMESPACE": "dscloud",
                 }
@@ -147,11 +149,41 @@ def test_alarms_watch_iterator_age_errors_and_every_queue(template_of: TemplateO
     alarms = template.find_resources("AWS::CloudWatch::Alarm").values()
 
     metrics = sorted(alarm["Properties"]["MetricName"] for alarm in alarms)
-    assert metrics == ["ApproximateNumberOfMessagesVisible"] * 3 + ["Errors", "IteratorAge"]
+    assert metrics == ["ApproximateNumberOfMessagesVisible"] * 3 + [
+        "DriftPredictionPsi",
+        "DriftWorstFeaturePsi",
+        "Errors",
+        "IteratorAge",
+    ]
     template.all_resources_properties(
         "AWS::CloudWatch::Alarm", {"AlarmActions": [{"Ref": Match.any_value()}]}
     )
     template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_drift_alarms_watch_what_the_scorer_publishes_at_the_configured_threshold(
+    platform: Any, dev_env: str
+) -> None:
+    # The names the runtime publishes (tests/runtime/stream/test_drift.py sees them in EMF).
+    from dscloud.stream.drift import ALARMED_METRICS
+
+    env = platform.environments[dev_env].config
+    template = platform.template(dev_env, "Online")
+    for metric in ALARMED_METRICS:
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "MetricName": metric,
+                "Namespace": "dscloud",
+                "Dimensions": [{"Name": "service", "Value": f"{env.name}-scorer"}],
+                "Threshold": env.stream.drift_psi_alarm,
+                "Statistic": "Maximum",
+                "Period": 300,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": [{"Ref": Match.any_value()}],
+            },
+        )
 
 
 def test_scorer_logs_have_retention(platform: Any, dev_env: str) -> None:

@@ -25,8 +25,10 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from dscloud.archive import Archive, Ref
+from dscloud.baseline import Baseline
 from dscloud.batch import formats
 from dscloud.batch.allocator import keep_freed_memory
+from dscloud.batch.counting import count_chunk
 from dscloud.batch.formats import Chunk, list_inputs
 from dscloud.batch.lifeline import die_with
 from dscloud.batch.locations import Location
@@ -50,6 +52,7 @@ from dscloud.batch.writer import (
     rejects_name,
     rejects_table,
 )
+from dscloud.drift import DriftCounts
 from dscloud.errors import ConfigError
 from dscloud.scorer import Predictions, Scorer
 
@@ -86,6 +89,8 @@ class ScoreJob:
     threads: int = 1
     log_seconds: float = 10.0
     max_rejected_share: float = 1.0
+    #: Count drift against the model's baseline into the manifests (``--no-drift``: off).
+    drift: bool = True
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
@@ -138,10 +143,17 @@ def run_shard(
     scorer = scorer if scorer is not None else load_scorer(job)
     model = {"ref": job.model, **scorer.identity.to_dict()}
     source, out = job.location(job.input), job.location(job.output)
+    baseline = Baseline.of(scorer.envelope.data) if job.drift else None
     done = _completed(out, index, plan, model)
     if done is not None:
         log.info("shard %d of %d already complete; not redone", index, plan.count)
-        finalize(out, plan.count, require=False, max_rejected_share=job.max_rejected_share)
+        finalize(
+            out,
+            plan.count,
+            require=False,
+            max_rejected_share=job.max_rejected_share,
+            baseline_of=lambda _: baseline,
+        )
         return done
     _forget_other_run(out, plan, model)
     _clean_temporaries(out, index, plan.count)
@@ -165,8 +177,10 @@ def run_shard(
         out, out.join(part_name(index, plan.count)), dictionary=["label", *MODEL_COLUMNS]
     )
     rejects = PartWriter(out, out.join(rejects_name(index, plan.count)))
+    # Drift counts of the accepted rows, touched only by the counting thread.
+    counts = DriftCounts(baseline) if baseline is not None else None
     # Busy seconds per stage; the stages overlap, so they add up to more than the total.
-    seconds = {"read": 0.0, "score": 0.0, "write": 0.0}
+    seconds = {"read": 0.0, "score": 0.0, "write": 0.0, "count": 0.0}
 
     def decoded() -> Iterator[tuple[Chunk, dict[str, Any]]]:
         for unit in units:
@@ -193,39 +207,60 @@ def run_shard(
             rejects.write(rejects_table(chunk, keys, features, preds.rejects))
         seconds["write"] += time.perf_counter() - t
 
+    def count(chunk: Chunk, decoded_columns: dict[str, Any], preds: Predictions) -> None:
+        t = time.perf_counter()
+        assert counts is not None
+        count_chunk(counts, chunk.batch, decoded_columns, preds)
+        seconds["count"] += time.perf_counter() - t
+
     reader = ThreadPoolExecutor(1, thread_name_prefix="dsc-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="dsc-write")
+    # Counting on its own thread, beside ONNX Runtime and the writer (numpy's comparisons
+    # and bincount release the GIL), so that it adds little to the shard's time.
+    counter = ThreadPoolExecutor(1, thread_name_prefix="dsc-count")
+    pools = (reader, writer, counter)
     try:
         output = Stage(writer)
+        counting = Stage(counter)
         for chunk, decoded_columns in prefetch(decoded(), reader):
             t = time.perf_counter()
             preds = scorer.score_columns(decoded_columns, chunk.num_rows)
             seconds["score"] += time.perf_counter() - t
             output.submit(write, chunk, preds)
+            if counts is not None:
+                counting.submit(count, chunk, decoded_columns, preds)
             manifest.rows_in += chunk.num_rows
             manifest.rows_out += len(preds)
             manifest.rows_rejected += len(preds.rejects)
             if report is not None:
                 report(manifest.rows_in, manifest.rows_rejected, total)
         output.drain()
+        counting.drain()
         t = time.perf_counter()
         manifest.part = _relative(out, part.commit())
         manifest.rejects = _relative(out, rejects.commit())
         seconds["write"] += time.perf_counter() - t
     except BaseException:
-        reader.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
         part.abort()
         rejects.abort()
         raise
     finally:
-        reader.shutdown(wait=False)
-        writer.shutdown(wait=False)
+        for pool in pools:
+            pool.shutdown(wait=False)
+    manifest.drift = counts.to_dict() if counts is not None else None
     manifest.finished_at = now()
     seconds["total"] = time.perf_counter() - t0
     manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}
     out.write_bytes(out.join(manifest_name(index, plan.count)), manifest.to_json())
-    finalize(out, plan.count, require=False, max_rejected_share=job.max_rejected_share)
+    finalize(
+        out,
+        plan.count,
+        require=False,
+        max_rejected_share=job.max_rejected_share,
+        baseline_of=lambda _: baseline,
+    )
     return manifest
 
 

@@ -15,6 +15,11 @@ found it exits non-zero. Tools that wait for ``_SUCCESS`` to exist then never st
 output that is mostly rejects; the threshold is the finalizer's, so a re-run with a higher
 one completes without re-scoring.
 
+Each manifest carries the shard's drift counts (``"drift"``, :mod:`dscloud.drift`) when the
+model has a training baseline; ``_SUCCESS`` adds them up and carries the run's drift
+report (``"drift"``: PSI per feature and for the predictions, ranked), the same figures
+one pass over every row would give.
+
 ``_SUCCESS`` refuses to appear when shards disagree on the plan (the input changed between
 children) or on the model (an alias moved mid-run): the message says which shards to re-run.
 """
@@ -24,11 +29,14 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dscloud.baseline import Baseline
 from dscloud.batch.locations import Location
+from dscloud.drift import DriftCounts
 from dscloud.errors import ConfigError, DataError
 
 __all__ = [
@@ -74,6 +82,8 @@ class ShardManifest:
     started_at: str = ""
     finished_at: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    #: :meth:`DriftCounts.to_dict` of the rows this shard scored; None without a baseline.
+    drift: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2) + "\n").encode()
@@ -100,19 +110,26 @@ def read_manifest(location: Location, path: str) -> ShardManifest:
         raise DataError(f"{location.uri_of(path)}: not a shard manifest ({exc})") from exc
 
 
+#: The training baseline of the model a run's manifests name (``{"name", "version", ...}``).
+BaselineOf = Callable[[Mapping[str, Any]], Baseline | None]
+
+
 def finalize(
     location: Location,
     count: int,
     *,
     require: bool = True,
     max_rejected_share: float = 1.0,
+    baseline_of: BaselineOf | None = None,
 ) -> dict[str, Any] | None:
     """Write ``_SUCCESS`` when all ``count`` shards have manifests; returns its content.
 
     With ``require`` False, returns None when shards are still missing (the last shard to
-    finish writes it). Raises :class:`ConfigError` when shards are missing (``require``) or
-    disagree on the plan or the model, and :class:`DataError` (after writing ``_FAILED``)
-    when more than ``max_rejected_share`` of the run's rows were rejected.
+    finish writes it). ``baseline_of`` gives the model's baseline, to merge the shards'
+    drift counts into the run's report (``"drift"``; None when it cannot). Raises
+    :class:`ConfigError` when shards are missing (``require``) or disagree on the plan or
+    the model, and :class:`DataError` (after writing ``_FAILED``) when more than
+    ``max_rejected_share`` of the run's rows were rejected.
     """
     # List first, read only once all are there: with 10,000 children, each of them
     # finishing would otherwise read every manifest written so far.
@@ -170,6 +187,7 @@ def finalize(
             }
             for m in shards
         ],
+        "drift": _drift(shards, baseline_of),
     }
     rows_in, rejected = summary["rows"]["in"], summary["rows"]["rejected"]
     share = rejected / rows_in if rows_in else 0.0
@@ -192,6 +210,21 @@ def finalize(
 
 def _write_summary(location: Location, name: str, summary: dict[str, Any]) -> None:
     location.write_bytes(location.join(name), (json.dumps(summary, indent=2) + "\n").encode())
+
+
+def _drift(shards: list[ShardManifest], baseline_of: BaselineOf | None) -> dict[str, Any] | None:
+    """The merged drift report of the shards, or None when one has no counts (a model
+    without a baseline, or manifests written before drift counting)."""
+    if baseline_of is None or any(m.drift is None for m in shards):
+        return None
+    baseline = baseline_of(shards[0].model)
+    if baseline is None:
+        return None
+    merged = DriftCounts(baseline)
+    for m in shards:
+        assert m.drift is not None
+        merged.merge(DriftCounts.from_dict(m.drift, baseline))
+    return merged.report().to_dict()
 
 
 def read_success(location: Location) -> dict[str, Any] | None:

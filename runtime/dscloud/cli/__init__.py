@@ -3,7 +3,8 @@
 One module per command group, each with ``register(subparsers)`` adding its commands and
 one ``cmd_<command>`` function per command (``cmd_score``, ``cmd_stream_put``):
 :mod:`~dscloud.cli.models` (the archive), :mod:`~dscloud.cli.examples`,
-:mod:`~dscloud.cli.team`, :mod:`~dscloud.cli.serve`, :mod:`~dscloud.cli.stream` (and
+:mod:`~dscloud.cli.team`, :mod:`~dscloud.cli.monitor` (``drift``, ``evaluate``),
+:mod:`~dscloud.cli.serve`, :mod:`~dscloud.cli.stream` (and
 ``bundle``), :mod:`~dscloud.cli.batch` (``score``); :mod:`~dscloud.cli.common` holds what
 they share. This module assembles the parser, and maps :class:`~dscloud.errors.DscError`
 to an exit code in one place. An adapter (server, stream, batch) is imported only when its
@@ -19,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from dscloud.cli import batch, examples, invoke, models, rollout, serve, stream, team
+from dscloud.cli import batch, examples, invoke, models, monitor, rollout, serve, stream, team
 from dscloud.errors import DscError
 from dscloud.settings import cli_argument
 
@@ -34,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, examples, team, serve, stream, batch, invoke, rollout):
+    for module in (models, monitor, examples, team, serve, stream, batch, invoke, rollout):
         module.register(sub)
     return root
 

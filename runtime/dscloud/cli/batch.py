@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from dscloud.archive import Archive, Ref
+from dscloud.baseline import Baseline
 from dscloud.cli import common
 from dscloud.errors import ConfigError
 from dscloud.settings import cli_argument
@@ -66,6 +69,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--max-rejected-share", metavar="SHARE", **cli_argument("max_rejected_share"))
     p.add_argument(
+        "--no-drift",
+        dest="drift",
+        action="store_false",
+        help="do not count drift against the training baseline (manifests, _SUCCESS)",
+    )
+    p.add_argument(
         "--finalize",
         action="store_true",
         help="only write OUTPUT/_SUCCESS from the shard manifests (fails if shards are missing)",
@@ -88,6 +97,12 @@ def _format_name(name: str) -> str:
     return name
 
 
+def _baseline(archive: str, model: Mapping[str, Any]) -> Baseline | None:
+    """The training baseline of the run's model, to merge the shards' drift counts."""
+    ref = Ref(name=model["name"], version=model["version"])
+    return Baseline.of(Archive.open(archive).envelope(ref).data)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code. Raises :class:`~dscloud.errors.DscError`."""
     from dscloud import batch
@@ -106,6 +121,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             batch.Location(args.output, s3_endpoint=settings.s3_endpoint),
             settings.shard_count,
             max_rejected_share=settings.max_rejected_share,
+            baseline_of=lambda model: _baseline(settings.archive, model),
         )
         print(json.dumps(summary, indent=2))
         return 0
@@ -132,6 +148,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         s3_endpoint=settings.s3_endpoint,
         threads=settings.threads,
         max_rejected_share=settings.max_rejected_share,
+        drift=args.drift,
     )
     manifests = batch.run_local(job, workers=workers, shards=shards)
     rows_in = sum(m.rows_in for m in manifests)

@@ -6,14 +6,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from dscloud.archive import Archive, Ref, check_name, current_user
-from dscloud.cli.common import metrics_text, open_archive
+from dscloud.baseline import Baseline
+from dscloud.cli.common import metrics_text, open_archive, settings
 from dscloud.compare import diff, history
-from dscloud.envelope import Envelope
+from dscloud.envelope import Artifact, Envelope
 from dscloud.errors import ConfigError
 from dscloud.verify import promote, verify
 
@@ -69,6 +71,12 @@ def register(sub: Any) -> None:
     p.add_argument("--schema", type=Path, help="JSON interface (columns, outputs) to use")
     p.add_argument("--columns", help="comma-separated column names of a matrix input")
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--baseline",
+        metavar="DATA",
+        help="training data (Parquet, CSV, JSONL; a file or prefix) to store as the drift "
+        "baseline, with the model's outputs on it",
+    )
     p.set_defaults(run=cmd_import_onnx)
 
 
@@ -166,10 +174,18 @@ def _summary(env: Envelope) -> str:
     lines.append(f"  goldens      {len(env.goldens)} examples")
     if env.golden_opt_out:
         lines.append(f"  opt-out      published without golden examples: {env.golden_opt_out}")
+    lines.append(f"  baseline     {_baseline_text(Baseline.of(env.data))}")
     tags = " ".join(f"{k}={v}" for k, v in env.tags.items())
     if tags:
         lines.append(f"  tags         {tags}")
     return "\n".join(lines)
+
+
+def _baseline_text(baseline: Baseline | None) -> str:
+    if baseline is None:
+        return "missing (no drift reports; re-package, or import-onnx --baseline DATA)"
+    source = baseline.prediction_source or "none"
+    return f"{len(baseline.features)} features and prediction ({source}) over {baseline.rows} rows"
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -214,7 +230,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     rows = history(archive, check_name(args.name))
     if not rows:
         raise_not_found(archive, args.name)
-    metrics = sorted({m for r in rows for m in r.metrics})
+    live_names = {m for r in rows for e in r.live for m in e.get("metrics") or {}}
+    metrics = sorted({m for r in rows for m in r.metrics} | live_names)
     metric = args.metric or (metrics[0] if metrics else None)
     if args.metric and args.metric not in metrics:
         raise ConfigError(
@@ -231,12 +248,22 @@ def cmd_history(args: argparse.Namespace) -> int:
                 f"{r.metrics[m]:>10.4f}" if m in r.metrics else f"{'-':>10}" for m in metrics
             )
             print(f"{r.version:<8} {r.created_at:<21} {vals}  {', '.join(r.aliases)}")
+            for live in r.live:
+                print(_live_line(live, metrics))
     if args.plot:
         if metric is None:
             raise ConfigError(f"{args.name} has no metrics to plot")
         _plot(args.name, rows, metric, Path(args.plot))
         print(f"wrote {args.plot}")
     return 0
+
+
+def _live_line(live: dict[str, Any], metrics: list[str]) -> str:
+    """One live evaluation under its version's row: same columns, its time and rows."""
+    values = live.get("metrics") or {}
+    vals = " ".join(f"{values[m]:>10.4f}" if m in values else f"{'-':>10}" for m in metrics)
+    used = (live.get("rows") or {}).get("used", "?")
+    return f"{'  live':<8} {str(live.get('at', ''))[:19]:<21} {vals}  ({used} rows)"
 
 
 def _plot(name: str, rows: list[Any], metric: str, out: Path) -> None:
@@ -249,7 +276,18 @@ def _plot(name: str, rows: list[Any], metric: str, out: Path) -> None:
         raise ConfigError("--plot needs matplotlib: pip install 'dscloud[plot]'") from None
     points = [(r.version, r.metrics[metric], r.aliases) for r in rows if metric in r.metrics]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label="offline")
+    live = [
+        (r.version, e["metrics"][metric])
+        for r in rows
+        for e in r.live
+        if metric in e.get("metrics", {})
+    ]
+    if live:
+        ax.scatter(
+            [p[0] for p in live], [p[1] for p in live], marker="x", color="darkorange", label="live"
+        )
+        ax.legend(fontsize=8)
     for version, value, aliases in points:
         if aliases:
             ax.annotate(
@@ -264,7 +302,7 @@ def _plot(name: str, rows: list[Any], metric: str, out: Path) -> None:
     ax.set_xlabel("version")
     ax.set_ylabel(metric)
     ax.set_title(f"{name}: {metric} by version")
-    ax.set_xticks([p[0] for p in points])
+    ax.set_xticks(sorted({p[0] for p in points} | {p[0] for p in live}))
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -332,9 +370,24 @@ def cmd_import_onnx(args: argparse.Namespace) -> int:
         created_by=current_user(),
         provenance={"file": str(args.file)},
     )
+    if args.baseline:
+        artifact = _with_baseline(artifact, args.baseline, settings(args).s3_endpoint)
     envelope = open_archive(args).publish(artifact.envelope, artifact.model)
     print(f"published {envelope.ref} ({len(envelope.goldens)} golden examples replayed)")
     return 0
+
+
+def _with_baseline(artifact: Artifact, data: str, s3_endpoint: str | None) -> Artifact:
+    """``artifact`` with ``data.baseline`` built from the data set at ``data``."""
+    from dscloud.batch import Location
+    from dscloud.batch.tables import input_baseline
+    from dscloud.scorer import Scorer
+
+    scorer = Scorer(artifact, check_goldens=False)
+    baseline = input_baseline(Location(data, s3_endpoint=s3_endpoint), scorer)
+    env = artifact.envelope
+    envelope = dataclasses.replace(env, data={**env.data, "baseline": baseline.to_dict()})
+    return Artifact(envelope=envelope, model=artifact.model)
 
 
 def _read(path: Path) -> bytes:

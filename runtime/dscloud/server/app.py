@@ -54,6 +54,7 @@ from dscloud.scorer import Scorer
 from dscloud.server import invocations, oip
 from dscloud.server.admission import CSV_COST, JSON_COST, Admission, Ticket
 from dscloud.server.deadlines import deadline_protocol
+from dscloud.server.drift import ServerDrift
 from dscloud.server.logs import AccessLog, configure_logging
 from dscloud.server.metrics import Metrics
 from dscloud.server.openapi import openapi
@@ -191,6 +192,11 @@ class ModelServer:
             max_concurrent=settings.max_concurrent, budget_bytes=settings.memory_budget_bytes
         )
         self.access = AccessLog()
+        self.drift = ServerDrift(
+            window_seconds=settings.drift_window_seconds,
+            worker_label=settings.workers > 1,
+            enabled=bool(settings.drift),
+        )
         self._openapi = orjson.dumps(openapi(sorted(models.models)))
         self._starlette = self._build()
 
@@ -337,8 +343,21 @@ class ModelServer:
         return _json({"status": "ok"})
 
     async def prometheus(self, request: Request, exchange: Exchange) -> Response:
-        text = self.metrics.render(self.models.models.values())
+        live = list(self.models.models.values())
+        text = self.metrics.render(live) + self.drift.render(m.scorer for m in live)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def drift_report(self, request: Request, exchange: Exchange) -> Response:
+        """The drift report of the served version over the rolling window (JSON)."""
+        params = request.path_params
+        scorer = exchange.scorer = self.live(params["name"], params.get("version"))[1]
+        body = self.drift.report_body(scorer)
+        if body is None:
+            raise NotFoundError(
+                f"{scorer.name}@{scorer.version} has no training baseline, so no drift is "
+                "counted; re-package it to get one"
+            )
+        return _json(body, headers=_model_headers(scorer))
 
     async def openapi_json(self, request: Request, exchange: Exchange) -> Response:
         return Response(self._openapi, media_type=JSON)
@@ -380,6 +399,7 @@ class ModelServer:
                     exchange.rows = batch.n_rows
                     preds = scorer.score_columns(batch.columns, batch.n_rows)
                     preds.raise_for_rejects()
+                    self.drift.add(scorer, batch.columns, preds)
                     if target is None:
                         return invocations.encode_invocations(preds, scorer)
                     return oip.encode_infer(preds, scorer, batch)
@@ -447,6 +467,8 @@ class ModelServer:
             r("/v2/models/{name}/versions/{version}", self.model_metadata, "model_metadata", get),
             r("/v2/models/{name}/ready", self.model_ready, "model_ready", get),
             r("/v2/models/{name}/versions/{version}/ready", self.model_ready, "model_ready", get),
+            r("/v2/models/{name}/drift", self.drift_report, "drift", get),
+            r("/v2/models/{name}/versions/{version}/drift", self.drift_report, "drift", get),
             Route("/v2/models/{name}/infer", RawRoute(self.score), methods=post),
             Route("/v2/models/{name}/versions/{version}/infer", RawRoute(self.score), methods=post),
             r("/ping", self.ping, "ping", get),

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from dscloud.live import LiveModel
 
-__all__ = ["BUCKETS", "Metrics"]
+__all__ = ["BUCKETS", "Metrics", "labels"]
 
 #: Latency buckets in seconds: sub-millisecond scoring up to slow, large requests.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -21,11 +21,16 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 Key = tuple[str, str, str]  # endpoint, model, version
 
 
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+def labels(pairs: Iterable[tuple[str, str]]) -> str:
+    """Prometheus label text ``k="v",...`` with values escaped."""
+
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
     return ",".join(f'{k}="{esc(v)}"' for k, v in pairs)
+
+
+_labels = labels  # the name this module's code uses
 
 
 class Metrics:

@@ -97,6 +97,23 @@ def _ready_op(models: list[str], *, versioned: bool) -> dict[str, Any]:
     }
 
 
+def _drift_op(models: list[str], *, versioned: bool) -> dict[str, Any]:
+    params = [_model_param(models)] + ([_VERSION_PARAM] if versioned else [])
+    return {
+        "get": {
+            "summary": "Drift against the training baseline over the rolling window: PSI per "
+            "feature and for the predictions, ranked (< 0.1 stable, 0.1 to 0.25 moderate, "
+            "> 0.25 major); docs/monitoring.md",
+            "operationId": "model_drift_version" if versioned else "model_drift",
+            "parameters": params,
+            "responses": {
+                "200": _json({"type": "object"}, "The drift report"),
+                "404": _ERRORS["404"],
+            },
+        }
+    }
+
+
 def _health(summary: str, op: str) -> dict[str, Any]:
     return {
         "get": {
@@ -308,6 +325,8 @@ def openapi(models: list[str]) -> dict[str, Any]:
             "/v2/models/{name}/versions/{version}": _metadata_op(models, versioned=True),
             "/v2/models/{name}/ready": _ready_op(models, versioned=False),
             "/v2/models/{name}/versions/{version}/ready": _ready_op(models, versioned=True),
+            "/v2/models/{name}/drift": _drift_op(models, versioned=False),
+            "/v2/models/{name}/versions/{version}/drift": _drift_op(models, versioned=True),
             "/v2/models/{name}/infer": _infer_op(models, versioned=False),
             "/v2/models/{name}/versions/{version}/infer": _infer_op(models, versioned=True),
             "/ping": _health("SageMaker health check", "ping"),
@@ -350,7 +369,8 @@ def openapi(models: list[str]) -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus text: request counts and latency by model and version",
+                    "summary": "Prometheus text: request counts and latency by model and version, "
+                    "drift (PSI, out-of-range, unseen, missing) by feature",
                     "operationId": "metrics",
                     "responses": {
                         "200": {

@@ -85,6 +85,7 @@ from dscloud.errors import ConfigError, PayloadError, SchemaError
 from dscloud.live import LiveModel
 from dscloud.scorer import Predictions, Scorer
 from dscloud.settings import Settings
+from dscloud.stream.drift import StreamDrift
 from dscloud.stream.records import StreamEvent, parse_payload
 from dscloud.stream.sinks import (
     STALE,
@@ -146,7 +147,8 @@ class StreamScorer:
 
     ``sinks`` are written in order: the first gets the newest prediction per entity, each
     later one what the one before it wrote. ``rejects`` gets the records that can never
-    be scored.
+    be scored. ``drift`` counts the scored rows across invocations and publishes drift
+    metrics once per window (:mod:`dscloud.stream.drift`; default: 300 s, 500 rows).
     """
 
     def __init__(
@@ -157,12 +159,14 @@ class StreamScorer:
         rejects: RejectSink,
         refresh_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        drift: StreamDrift | None = None,
     ) -> None:
         self.live = live
         self.sinks = list(sinks)
         self.rejects = rejects
         self.refresh_seconds = refresh_seconds
         self.clock = clock
+        self.drift = drift if drift is not None else StreamDrift(_publish, clock=clock)
         self._refreshed_at = clock()
 
     @classmethod
@@ -217,6 +221,13 @@ class StreamScorer:
             sinks=sinks,
             rejects=RejectsQueue(sqs, settings.rejects_queue_url),
             refresh_seconds=settings.refresh_seconds,
+            drift=StreamDrift(
+                _publish,
+                window_seconds=settings.drift_window_seconds,
+                min_rows=settings.drift_min_rows,
+                enabled=bool(settings.drift),
+                clock=time.monotonic,
+            ),
         )
 
     # -- one invocation ----------------------------------------------------------------
@@ -336,9 +347,12 @@ class StreamScorer:
             return []
 
     def _keep(self, scorer: Scorer, slots: Sequence[_Slot], preds: Predictions) -> None:
-        """Record ``preds`` (of ``slots``, in order) as rejects and predictions on the slots."""
+        """Record ``preds`` (of ``slots``, in order) as rejects and predictions on the slots,
+        and add the scored rows to the drift counts."""
+        features = [s.event.features for s in slots if s.event is not None]
         for row, reason in preds.rejects.items():
             self._fail(slots[row], SchemaError(reason, row=row))
+        self.drift.add(scorer, features, preds)
         classes = preds.classes
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for i, row in enumerate(preds.rows.tolist()):
@@ -411,6 +425,11 @@ class StreamScorer:
                     "record rejected",
                     extra={"sequence_number": slot.sequence_number, "reason": str(slot.error)},
                 )
+
+
+def _publish(name: str, value: float, unit: str) -> None:
+    """One drift metric, flushed with the invocation's other metrics (EMF)."""
+    metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
 
 
 def _newest_per_entity(slots: Sequence[_Slot]) -> list[_Slot]:
