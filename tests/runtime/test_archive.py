@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,26 +71,60 @@ def test_layout_matches_the_design(tmp_path, churn_artifact) -> None:
     assert [a.rsplit("-", 1)[1] for a in audits] == ["publish.json", "promote.json"]
 
 
-def test_racing_publishers_each_get_a_version(any_archive, churn_artifact) -> None:
-    # given eight threads publishing at the same instant
-    barrier = threading.Barrier(8)
-    got: list[int] = []
+RACERS = 12
+ROUNDS = 3
 
-    def publish() -> None:
-        barrier.wait()
-        got.append(dscloud.publish(churn_artifact, any_archive).version or 0)
 
-    threads = [threading.Thread(target=publish) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+@pytest.fixture
+def racy_moto(monkeypatch) -> None:
+    """Widen the gap moto leaves between its ``IfNoneMatch`` check and its write.
 
-    # then none is lost and none shares a number
-    assert sorted(got) == list(range(1, 9))
-    assert any_archive.versions("churn") == list(range(1, 9))
+    moto checks that the key is absent and only then stores it, without a lock, so two
+    threads can both pass the check; under load this happened about once in three full
+    runs. Yielding the interpreter inside the check makes it happen in nearly every round.
+    """
+    from moto.s3.models import S3Backend
+
+    get_object = S3Backend.get_object
+
+    def yielding(self, *args, **kwargs):
+        found = get_object(self, *args, **kwargs)
+        time.sleep(0)  # let another publisher run between the check and the write
+        return found
+
+    monkeypatch.setattr(S3Backend, "get_object", yielding)
+
+
+def test_racing_publishers_each_get_a_version(any_archive, churn_artifact, racy_moto) -> None:
+    # given a dozen threads publishing at the same instant, round after round
+    for round_ in range(ROUNDS):
+        barrier = threading.Barrier(RACERS)
+        got: list[int] = []
+        failed: list[BaseException] = []
+
+        def publish() -> None:
+            barrier.wait()
+            try:
+                got.append(dscloud.publish(churn_artifact, any_archive).version or 0)
+            except BaseException as error:  # a racing publisher must never fail
+                failed.append(error)
+
+        threads = [threading.Thread(target=publish) for _ in range(RACERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+
+        # then none fails, none is lost and none shares a number
+        published = range(1, RACERS * (round_ + 1) + 1)
+        assert failed == []
+        assert sorted(got) == list(published)[-RACERS:]
+        assert any_archive.versions("churn") == list(published)
     publishes = [a for a in any_archive.audit("churn") if a["event"] == "publish"]
-    assert sorted(a["version"] for a in publishes) == list(range(1, 9))
+    assert sorted(a["version"] for a in publishes) == list(range(1, RACERS * ROUNDS + 1))
+    for version in any_archive.versions("churn"):
+        # and every version loads: its model is the one its envelope names
+        assert any_archive.load(f"churn@{version}").model == churn_artifact.model
 
 
 def _publish_in_process(root: str, artifact_dir: str, barrier) -> None:
