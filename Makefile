@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test local local-down local-env lint typecheck contracts pytest synth bench clean
+.PHONY: demo test local local-down local-env lint typecheck contracts pytest synth bench clean images images-test podman base-image wheels
 
 $(STAMP): requirements-dev.txt runtime/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ local-down: $(STAMP)
 local-env: $(STAMP)
 	@$(PY) -m stacks.local env $(LOCAL_ENV)
 
-test: $(STAMP) node_modules/.installed lint typecheck contracts pytest
+test: $(STAMP) node_modules/.installed lint typecheck contracts pytest images-test
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -55,5 +55,35 @@ pytest: $(STAMP)
 synth: $(STAMP) node_modules/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet
 
+# The images (docs/images.md): podman/buildah with this machine's settings from ../shared.
+CONTAINERS ?= $(CURDIR)/../shared/containers
+WITH_CONTAINERS := . $(CONTAINERS)/env.sh &&
+BASE_IMAGE := docker.io/library/python:3.11-slim
+
+podman:
+	@if ! command -v podman >/dev/null || ! command -v buildah >/dev/null \
+	    || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      podman buildah runc debootstrap >/dev/null; \
+	  else \
+	    echo "install podman, buildah, runc and debootstrap (apt-get needs root here)" >&2; exit 1; \
+	  fi; \
+	fi
+
+# No image registry is reachable: python:3.11-slim is made locally from Debian bookworm.
+base-image: podman
+	@$(WITH_CONTAINERS) podman image exists $(BASE_IMAGE) || $(CONTAINERS)/base-image.sh >/dev/null
+
+wheels: $(STAMP)
+	PIP=$(BIN)/pip docker/fetch-wheels.sh
+
+images: base-image wheels
+	@$(WITH_CONTAINERS) docker/build-images.sh
+
+# Each image started as its platform starts it (tests/docker/test_*_image.py).
+images-test: $(STAMP) images
+	$(WITH_CONTAINERS) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m images tests/docker
+
 clean:
-	rm -rf $(VENV) node_modules cdk.out cdk.out.local .dsc
+	rm -rf $(VENV) node_modules cdk.out cdk.out.local .dsc wheels

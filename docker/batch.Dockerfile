@@ -1,11 +1,9 @@
 # The batch image: array-job scoring (`dsc score`) and training jobs (examples/train_churn.py).
 # Carries pyarrow and, for training, scikit-learn/skl2onnx/pandas (dscloud[batch,export]).
 #
-# Built offline from wheels downloaded beforehand, as the serving image is:
-#   pip download --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
-#       --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --implementation cp \
-#       -r docker/requirements-batch.txt "setuptools>=68" wheel -d wheels/
-#   buildah bud --pull=never --ignorefile docker/batch.Dockerfile.dockerignore \
+# Built offline from hash-checked wheels (docs/images.md; `make images` does all of it):
+#   docker/fetch-wheels.sh
+#   buildah bud --format docker --pull=never --ignorefile docker/batch.Dockerfile.dockerignore \
 #       --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -f docker/batch.Dockerfile -t dsc-batch .
 #
 # Scoring, one child of an AWS Batch array job of N (the job definition sets DSC_SHARD_COUNT;
@@ -18,12 +16,13 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY wheels/ /wheels/
-COPY docker/requirements-batch.txt docker/
-COPY runtime/ runtime/
+COPY docker/requirements-batch.lock docker/
+# The locked packages first, the runtime after: a code change rebuilds only the last step.
 RUN python3 -m venv /opt/dsc \
-    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        -r docker/requirements-batch.txt \
-    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
+    && /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --require-hashes \
+        -r docker/requirements-batch.lock
+COPY runtime/ runtime/
+RUN /opt/dsc/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps ./runtime \
     && /opt/dsc/bin/pip uninstall --yes --quiet pip
 
 FROM python:3.11-slim
@@ -33,7 +32,9 @@ LABEL org.opencontainers.image.revision=$GIT_COMMIT \
 RUN useradd --system --uid 10001 --home-dir /tmp --shell /usr/sbin/nologin dsc
 COPY --from=build /opt/dsc /opt/dsc
 COPY examples/train_churn.py /opt/dsc/examples/train_churn.py
+# ORT_DISABLE_TELEMETRY: ONNX Runtime (1.29 and later) otherwise uploads usage events.
 ENV PATH=/opt/dsc/bin:$PATH \
+    ORT_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DSC_GIT_COMMIT=$GIT_COMMIT \

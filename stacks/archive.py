@@ -4,6 +4,24 @@ The bucket holds `models/{name}/...` (see DESIGN.md) and, under separate prefixe
 batch scoring input and output. Both buckets are retained when the stack is deleted, and
 have fixed names (`dsc-{team}-{stage}-archive-{account}-{region}`) so that the other
 stacks can address them and scope grants to a prefix without cross-stack references.
+
+Immutability is enforced by the bucket, not by client convention: the bucket policy denies
+every principal (the training role included) a `PutObject` under `models/*/versions/*` or
+`models/*/audit/*` that does not carry `If-None-Match` (condition key `s3:if-none-match`),
+so a version or an audit record can be created once and never overwritten; an alias
+(`models/*/aliases/*`) is written either new (`If-None-Match`) or as a compare-and-swap
+(`If-Match`, key `s3:if-match`), which is exactly what the runtime's store sends. Deleting a
+version or an audit record is denied too. Bucket versioning keeps the bytes of anything
+replaced by other means (a policy change is itself recorded in CloudTrail).
+
+Object Lock is not offered. The policy above already makes the keys readers use
+create-only; Object Lock would add retention on every object version, which (in compliance
+mode) nobody, not even the account root, can shorten: a model published by mistake, e.g.
+trained on data that must be erased, could not be removed before the retention ends, and
+the archive's lifecycle rule for noncurrent versions would be held off by it. Governance
+mode can be bypassed by anyone granted `s3:BypassGovernanceRetention`, so it adds little
+over the deny statements. A team under a WORM regulation would enable it as a deliberate,
+separate decision.
 """
 
 from __future__ import annotations
@@ -22,6 +40,12 @@ __all__ = ["MODELS_PREFIX", "Archive", "ArchiveStack"]
 MODELS_PREFIX = "models/"
 _READ = ["s3:GetObject", "s3:GetObjectVersion"]
 _WRITE = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"]
+# The S3 condition keys for conditional writes, and the one that tells a whole-object write
+# (PutObject, CompleteMultipartUpload: true) from multipart steps that cannot carry the
+# headers (CreateMultipartUpload, UploadPart, UploadPartCopy: false).
+_IF_NONE_MATCH = "s3:if-none-match"
+_IF_MATCH = "s3:if-match"
+_WHOLE_OBJECT = {"Bool": {"s3:ObjectCreationOperation": "true"}}
 
 
 class Archive(Construct):
@@ -48,7 +72,15 @@ class Archive(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(config.retention_days))],
+            # Versioned so that a log overwritten or deleted by mistake or on purpose can be
+            # recovered; noncurrent copies expire with the logs themselves.
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=cdk.Duration.days(config.retention_days),
+                    noncurrent_version_expiration=cdk.Duration.days(config.retention_days),
+                )
+            ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         acknowledge(
@@ -78,6 +110,43 @@ class Archive(Construct):
                 )
             ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self._make_versions_create_only()
+
+    def _make_versions_create_only(self) -> None:
+        """Deny writes that could replace a published version, an audit record or an alias
+        without a compare-and-swap (see the module docstring)."""
+        models = self.bucket.arn_for_objects
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="VersionsAndAuditAreCreateOnly",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[models("models/*/audit/*"), models("models/*/versions/*")],
+                conditions={"Null": {_IF_NONE_MATCH: "true"}, **_WHOLE_OBJECT},
+            )
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AliasesMoveByCompareAndSwap",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[models("models/*/aliases/*")],
+                # Denied only when both headers are absent: a new alias carries If-None-Match,
+                # a move carries If-Match with the ETag it read.
+                conditions={"Null": {_IF_NONE_MATCH: "true", _IF_MATCH: "true"}, **_WHOLE_OBJECT},
+            )
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="VersionsAndAuditAreNeverDeleted",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                resources=[models("models/*/audit/*"), models("models/*/versions/*")],
+            )
         )
 
     def grant_read_models(self, role: iam.IRole) -> None:

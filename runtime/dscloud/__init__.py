@@ -40,13 +40,19 @@ __all__ = [
 
 
 def publish(
-    artifact: Artifact, archive: Archive | str | os.PathLike[str] | None = None
+    artifact: Artifact,
+    archive: Archive | str | os.PathLike[str] | None = None,
+    *,
+    without_goldens: str | None = None,
 ) -> Envelope:
     """Publish ``artifact`` as the next version in ``archive`` (default: ``DSC_ARCHIVE`` or
-    ``.dsc/archive``); returns the envelope with its version number."""
+    ``.dsc/archive``); returns the envelope with its version number.
+
+    An artifact without golden examples is refused unless ``without_goldens`` gives the
+    reason, which is recorded (see :meth:`Archive.publish`)."""
     if not isinstance(archive, Archive):
         archive = Archive.open(archive if archive is not None else os.environ.get("DSC_ARCHIVE"))
-    return archive.publish(artifact.envelope, artifact.model)
+    return archive.publish(artifact.envelope, artifact.model, without_goldens=without_goldens)
 
 
 def __getattr__(name: str) -> Any:

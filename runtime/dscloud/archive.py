@@ -21,26 +21,31 @@ import contextlib
 import getpass
 import json
 import os
-import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dscloud.envelope import ENVELOPE_FILE, MODEL_FILE, Artifact, Envelope
-from dscloud.errors import ArchiveError, ConfigError, NotFoundError, VersionExistsError
+from dscloud.errors import (
+    ArchiveError,
+    ArtifactIntegrityError,
+    ConfigError,
+    EnvelopeError,
+    NotFoundError,
+    VersionExistsError,
+)
+from dscloud.refs import check_alias, check_name, check_version, split_ref
 from dscloud.stores import Conflict, Store, open_store
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["DEFAULT_ARCHIVE", "Archive", "Ref", "current_user"]
+__all__ = ["DEFAULT_ARCHIVE", "Archive", "Ref", "check_alias", "check_name", "current_user"]
 
 DEFAULT_ARCHIVE = ".dsc/archive"
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _MAX_CLAIMS = 1000
 #: Audit fields the archive sets itself; an evaluation cannot override them.
 _AUDIT_FIELDS = frozenset({"event", "model", "at", "by", "version", "sha256"})
@@ -58,47 +63,38 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise ConfigError(
-            f"model name {name!r}: expected a letter, then letters, digits, '_', '-' or '.' "
-            "(at most 64 characters)"
-        )
-    return name
-
-
-def check_alias(alias: str) -> str:
-    if not ALIAS_RE.match(alias) or alias.isdigit():
-        raise ConfigError(
-            f"alias {alias!r}: expected a letter, then letters, digits, '_' or '-' "
-            "(a number would be read as a version)"
-        )
-    return alias
-
-
 @dataclass(frozen=True)
 class Ref:
-    """``NAME``, ``NAME@VERSION``, ``NAME@ALIAS``, or a path to an artifact directory."""
+    """``NAME``, ``NAME@VERSION``, ``NAME@ALIAS``, or a path to an artifact directory.
+
+    However it is made (parsed or constructed), an archive reference obeys the rule of
+    :mod:`dscloud.refs`: no ``Ref`` can name ``../..`` as a model. A path reference is a
+    directory the caller chose, read as an artifact and never joined to archive keys.
+    """
 
     name: str = ""
     version: int | None = None
     alias: str | None = None
     path: Path | None = None
 
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            return
+        check_name(self.name)
+        if self.version is not None and self.alias is not None:
+            raise ConfigError(f"reference {self.name}: a version or an alias, not both")
+        if self.version is not None:
+            check_version(self.version)
+        if self.alias is not None:
+            check_alias(self.alias)
+
     @classmethod
     def parse(cls, text: str) -> Ref:
         """Parse a reference; raises :class:`ConfigError` naming the accepted forms."""
         if "/" in text or text.startswith(".") or Path(text, ENVELOPE_FILE).is_file():
             return cls(path=Path(text))
-        name, sep, tail = text.partition("@")
-        check_name(name)
-        if not sep:
-            return cls(name=name)
-        if not tail:
-            raise ConfigError(f"reference {text!r}: expected NAME@VERSION or NAME@ALIAS")
-        if tail.isdigit():
-            return cls(name=name, version=int(tail))
-        return cls(name=name, alias=check_alias(tail))
+        name, version, alias = split_ref(text)
+        return cls(name=name, version=version, alias=alias)
 
     def __str__(self) -> str:
         if self.path is not None:
@@ -163,26 +159,70 @@ class Archive:
         ]
 
     def resolve(self, ref: Ref | str) -> int:
-        """The version a reference points at (``NAME`` alone means the latest)."""
-        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        """The version a reference points at (``NAME`` alone means the latest).
+
+        Through an alias, the alias record's sha256 must match the version's envelope, so a
+        reader that pins an alias to a version (the batch job, the alias poller) has already
+        checked it. Raises :class:`NotFoundError` for an unknown name, version or alias and
+        :class:`ArtifactIntegrityError` for an alias or envelope that disagrees with it.
+        """
+        return self._checked_envelope(_as_ref(ref))[0]
+
+    def _pin(self, ref: Ref) -> tuple[int, str | None]:
+        """``(version, sha256 the alias vouches for)``; the sha256 is None without an alias."""
         if ref.path is not None:
             raise ConfigError(f"{ref.path} is a path, not an archive reference")
         if ref.version is not None:
             if ref.version not in self.versions(ref.name):
                 raise NotFoundError(self._missing(ref.name, f"version {ref.version}"))
-            return ref.version
+            return ref.version, None
         if ref.alias is not None:
-            got = self.store.get_tagged(f"models/{ref.name}/aliases/{ref.alias}.json")
+            key = f"models/{ref.name}/aliases/{ref.alias}.json"
+            got = self.store.get_tagged(key)
             if got is None:
                 known = sorted(self.aliases(ref.name)) if self.versions(ref.name) else []
                 raise NotFoundError(
                     self._missing(ref.name, f"alias {ref.alias!r}") + f"; aliases: {known}"
                 )
-            return int(json.loads(got[0])["version"])
+            return _alias_target(got[0], path=f"{self.uri}/{key}")
         versions = self.versions(ref.name)
         if not versions:
             raise NotFoundError(self._missing(ref.name, "any version"))
-        return versions[-1]
+        return versions[-1], None
+
+    def _checked_envelope(self, ref: Ref) -> tuple[int, Envelope]:
+        """The version ``ref`` pins and its envelope, after every check that needs no model
+        bytes: the envelope is the version asked for, and the alias (if any) vouches for it."""
+        version, vouched = self._pin(ref)
+        key = f"models/{ref.name}/versions/{version}/{ENVELOPE_FILE}"
+        path = f"{self.uri}/{key}"
+        try:
+            raw = self.store.get(key)
+        except KeyError:
+            raise NotFoundError(
+                self._missing(ref.name, f"complete version {version} ({path})")
+            ) from None
+        envelope = Envelope.from_json(raw, path=path)
+        # The reference decides the key; the envelope only has to agree with it.
+        if (envelope.name, envelope.version) != (ref.name, version):
+            raise ArtifactIntegrityError(
+                path=path,
+                what="identity",
+                actual=envelope.ref,
+                source="its place in the archive is",
+                expected=f"{ref.name}@{version}",
+            )
+        if vouched is not None and vouched != envelope.sha256:
+            raise ArtifactIntegrityError(
+                path=f"{self.uri}/models/{ref.name}/aliases/{ref.alias}.json",
+                what=f"the sha256 recorded when {ref} was promoted",
+                actual=vouched,
+                source=f"{ref.name}@{version} records",
+                expected=envelope.sha256,
+                remedy="Promote a verified version again (dsc promote).",
+            )
+        envelope.require_goldens(path=path)
+        return version, envelope
 
     def _missing(self, name: str, what: str) -> str:
         if not self.versions(name):
@@ -192,21 +232,29 @@ class Archive:
         )
 
     def envelope(self, ref: Ref | str) -> Envelope:
-        """The envelope of a version, without reading the model bytes."""
-        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        """The envelope of a version, checked against the reference but without reading the
+        model bytes (use :meth:`load` for that). Raises what :meth:`resolve` raises, and
+        :class:`EnvelopeError` for an envelope without golden examples or a recorded opt-out.
+        """
+        ref = _as_ref(ref)
         if ref.path is not None:
-            return Artifact.read(ref.path).envelope
-        version = self.resolve(ref)
-        key = f"models/{ref.name}/versions/{version}/{ENVELOPE_FILE}"
-        return Envelope.from_json(self.store.get(key), path=f"{self.uri}/{key}")
+            return self.load(ref).envelope
+        return self._checked_envelope(ref)[1]
 
     def load(self, ref: Ref | str) -> Artifact:
-        """Read and verify a version; raises ``ArtifactIntegrityError`` on a sha256 mismatch."""
-        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        """Read and verify a version: the reference decides which files are read, the
+        envelope must agree with it, an alias must vouch for its sha256, the model bytes
+        must have that sha256 and the envelope must carry golden examples (or a recorded
+        opt-out). Raises :class:`ArtifactIntegrityError`, :class:`EnvelopeError` or
+        :class:`NotFoundError` saying which.
+        """
+        ref = _as_ref(ref)
         if ref.path is not None:
-            return Artifact.read(ref.path)
-        envelope = self.envelope(ref)
-        key = f"models/{envelope.name}/versions/{envelope.version}/{MODEL_FILE}"
+            artifact = Artifact.read(ref.path)
+            artifact.envelope.require_goldens(path=str(ref.path / ENVELOPE_FILE))
+            return artifact
+        version, envelope = self._checked_envelope(ref)
+        key = f"models/{ref.name}/versions/{version}/{MODEL_FILE}"
         try:
             model = self.store.get(key)
         except KeyError:
@@ -216,13 +264,31 @@ class Archive:
 
     # -- writing ------------------------------------------------------------------------
 
-    def publish(self, envelope: Envelope, model: bytes, *, version: int | None = None) -> Envelope:
+    def publish(
+        self,
+        envelope: Envelope,
+        model: bytes,
+        *,
+        version: int | None = None,
+        without_goldens: str | None = None,
+    ) -> Envelope:
         """Store a new immutable version; returns the envelope with its version number.
 
         With ``version`` given, publishes exactly that number or raises
-        :class:`VersionExistsError`; otherwise claims the next free number.
+        :class:`VersionExistsError`; otherwise claims the next free number. An envelope
+        without golden examples is refused (:class:`EnvelopeError`) unless
+        ``without_goldens`` says why; the reason is written into the envelope
+        (``golden_opt_out``) and the publish audit record, and ``dsc show``/``dsc verify``
+        report it.
         """
         name = check_name(envelope.name)
+        if version is not None:
+            check_version(version)
+        if without_goldens is not None:
+            if not without_goldens.strip():
+                raise ConfigError("without_goldens: expected a reason, got an empty string")
+            envelope = replace(envelope, golden_opt_out=without_goldens.strip())
+        envelope.require_goldens(path=f"envelope of {name}")
         envelope.verify(model, path=f"model for {name}")
         if version is not None:
             self._claim(name, version, model, exact=True)
@@ -238,7 +304,8 @@ class Archive:
                     break
             else:
                 raise ArchiveError(f"could not claim a version of {name} in {self.uri}")
-        self._audit(name, "publish", version=claimed, sha256=envelope.sha256)
+        opt_out = {"golden_opt_out": envelope.golden_opt_out} if envelope.golden_opt_out else {}
+        self._audit(name, "publish", version=claimed, sha256=envelope.sha256, **opt_out)
         return envelope.with_version(claimed)
 
     def _seal(self, published: Envelope, model: bytes) -> bool:
@@ -291,9 +358,15 @@ class Archive:
     def promote(
         self, name: str, version: int, alias: str, *, by: str | None = None
     ) -> dict[str, Any]:
-        """Point ``alias`` at ``version``; returns the alias record. Recorded in the audit."""
+        """Point ``alias`` at ``version``; returns the alias record. Recorded in the audit.
+
+        The version is loaded first (sha256, identity, goldens present), so an alias never
+        moves to bytes that no reader would accept. Replaying the golden examples needs ONNX
+        Runtime: :func:`dscloud.verify.promote` does that before calling this. Raises what
+        :meth:`load` raises.
+        """
         check_alias(alias)
-        envelope = self.envelope(Ref(name=check_name(name), version=version))
+        envelope = self.load(Ref(name=check_name(name), version=version)).envelope
         key = f"models/{name}/aliases/{alias}.json"
         record = {
             "version": version,
@@ -356,3 +429,23 @@ class Archive:
         key = f"models/{name}/audit/{stamp}-{uuid.uuid4().hex[:8]}-{event}.json"
         self.store.create(key, json.dumps(record).encode())
         return record
+
+
+def _as_ref(ref: Ref | str) -> Ref:
+    return Ref.parse(ref) if isinstance(ref, str) else ref
+
+
+def _alias_target(raw: bytes, *, path: str) -> tuple[int, str]:
+    """``(version, sha256)`` of an alias record; raises :class:`EnvelopeError` when the
+    record is not one this archive writes."""
+    try:
+        record = json.loads(raw)
+        version, sha256 = check_version(record["version"]), record["sha256"]
+    except (ValueError, TypeError, KeyError, ConfigError) as exc:
+        raise EnvelopeError(
+            f"{path}: not an alias record ({exc}); expected "
+            '{"version": N, "sha256": "...", "set_by", "set_at"}. Promote the alias again.'
+        ) from None
+    if not isinstance(sha256, str):
+        raise EnvelopeError(f"{path}: alias sha256 {sha256!r} is not a string; promote it again")
+    return version, sha256

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dscloud.errors import ArtifactIntegrityError, EnvelopeError
+from dscloud.errors import ArchiveError, ArtifactIntegrityError, ConfigError, EnvelopeError
+from dscloud.refs import check_name, check_version
 from dscloud.schema import Schema
 
 __all__ = ["FORMAT_VERSION", "Envelope", "Golden", "ModelIdentity", "sha256_hex"]
@@ -86,6 +88,9 @@ class Envelope:
     data: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: Why this version has no golden examples: set only by an explicit opt-out at publish
+    #: time (``publish(..., without_goldens="reason")``); empty means goldens are required.
+    golden_opt_out: str = ""
 
     @property
     def ref(self) -> str:
@@ -103,6 +108,20 @@ class Envelope:
 
     def with_version(self, version: int) -> Envelope:
         return replace(self, version=version)
+
+    def require_goldens(self, *, path: str = ENVELOPE_FILE) -> None:
+        """Raise :class:`EnvelopeError` unless there are golden examples or a recorded opt-out.
+
+        Without goldens no runtime can tell whether it reproduces the packaged model, so an
+        envelope that lost them (or never had them) is refused; a model that genuinely has
+        none must say so at publish time, and ``dsc show``/``dsc verify`` report it.
+        """
+        if not self.goldens and not self.golden_opt_out:
+            raise EnvelopeError(
+                f"{path}: {self.ref} has no golden examples and records no opt-out; a runtime "
+                "could not check that it reproduces the model. Re-package it with golden "
+                'examples, or publish with an explicit opt-out (without_goldens="why").'
+            )
 
     def verify(self, model_bytes: bytes, *, path: str = MODEL_FILE) -> None:
         """Raise :class:`ArtifactIntegrityError` unless ``model_bytes`` has our sha256."""
@@ -130,6 +149,8 @@ class Envelope:
             "data": self.data,
             "quality": self.quality,
             "golden_examples": [g.to_dict() for g in self.goldens],
+            # Written only when set, so envelopes without an opt-out keep their old shape.
+            **({"golden_opt_out": self.golden_opt_out} if self.golden_opt_out else {}),
         }
 
     def to_json(self) -> bytes:
@@ -137,13 +158,22 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Envelope:
+        """The envelope in ``data``; raises :class:`EnvelopeError` naming what is malformed,
+        including an identity whose name or version breaks the reference rule."""
         try:
             identity = data["identity"]
             integrity = data["integrity"]
             version = identity.get("version")
+            name = identity["name"]
+            try:
+                check_name(name)
+                if version is not None:
+                    check_version(version)
+            except ConfigError as exc:
+                raise EnvelopeError(f"not a valid envelope: identity {exc}") from None
             return cls(
-                name=str(identity["name"]),
-                version=int(version) if version is not None else None,
+                name=name,
+                version=version,
                 created_at=str(identity.get("created_at", "")),
                 created_by=str(identity.get("created_by", "")),
                 description=str(identity.get("description", "")),
@@ -157,8 +187,9 @@ class Envelope:
                 quality=dict(data.get("quality", {})),
                 goldens=tuple(Golden.from_dict(g) for g in data.get("golden_examples", [])),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
+                golden_opt_out=str(data.get("golden_opt_out") or ""),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise EnvelopeError(f"not a valid envelope: missing or malformed {exc}") from exc
 
     @classmethod
@@ -169,7 +200,10 @@ class Envelope:
             raise EnvelopeError(f"{path}: not valid JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise EnvelopeError(f"{path}: expected a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except EnvelopeError as exc:
+            raise EnvelopeError(f"{path}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -189,15 +223,26 @@ class Artifact:
 
     @classmethod
     def read(cls, directory: Path) -> Artifact:
-        """Read and verify an artifact directory (``model.onnx`` + ``envelope.json``)."""
+        """Read and verify an artifact directory (``model.onnx`` + ``envelope.json``).
+
+        Raises :class:`EnvelopeError` when a file is missing or invalid,
+        :class:`ArchiveError` when one cannot be read (permissions), and
+        :class:`ArtifactIntegrityError` when the model is not the one the envelope records.
+        """
         env_path, model_path = directory / ENVELOPE_FILE, directory / MODEL_FILE
-        for p in (env_path, model_path):
-            if not p.is_file():
-                raise EnvelopeError(
-                    f"{p} does not exist: an artifact directory holds "
-                    f"{MODEL_FILE} and {ENVELOPE_FILE}"
-                )
-        envelope = Envelope.from_json(env_path.read_bytes(), path=str(env_path))
-        model = model_path.read_bytes()
+        try:
+            for p in (env_path, model_path):
+                if not p.is_file():
+                    raise EnvelopeError(
+                        f"{p} does not exist: an artifact directory holds "
+                        f"{MODEL_FILE} and {ENVELOPE_FILE}"
+                    )
+            envelope_bytes, model = env_path.read_bytes(), model_path.read_bytes()
+        except OSError as exc:
+            raise ArchiveError(
+                f"artifact {directory}: cannot read {exc.filename}: {exc.strerror} (uid "
+                f"{os.getuid()}; the files must be readable by it: chmod -R a+rX {directory})"
+            ) from None
+        envelope = Envelope.from_json(envelope_bytes, path=str(env_path))
         envelope.verify(model, path=str(model_path))
         return cls(envelope=envelope, model=model, location=str(directory))

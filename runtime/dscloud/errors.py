@@ -7,10 +7,11 @@ handler and the CLI each map the tree in exactly one place::
     DscError
     ├── ConfigError                 bad settings or arguments (exit 2)
     ├── DataError                   batch input or output that cannot be read or written
-    ├── ArchiveError                the archive cannot be read or written
+    ├── ArchiveError                the archive cannot be read or written (incl. file modes)
     │   ├── NotFoundError           unknown model, version or alias (404)
     │   ├── VersionExistsError      publishing over an existing version (409)
-    │   └── ArtifactIntegrityError  sha256 mismatch, truncated or unreadable artifact
+    │   └── ArtifactIntegrityError  sha256 mismatch, an envelope that is not the version
+    │                               asked for, an alias whose sha256 disagrees
     ├── EnvelopeError               an envelope.json that is not a valid envelope
     ├── ExportError                 a model that cannot be packaged
     │   └── ParityError             ONNX and the original estimator disagree
@@ -91,10 +92,19 @@ class ArtifactIntegrityError(ArchiveError):
 
     status = 500
 
-    def __init__(self, *, path: str, expected: str, actual: str) -> None:
+    def __init__(
+        self,
+        *,
+        path: str,
+        expected: str,
+        actual: str,
+        what: str = "sha256",
+        source: str = "the envelope records",
+        remedy: str = "Re-publish it.",
+    ) -> None:
         super().__init__(
-            f"{path}: sha256 is {actual}, the envelope records {expected}; the artifact was "
-            "modified or truncated after publishing and will not be loaded. Re-publish it."
+            f"{path}: {what} is {actual}, {source} {expected}; the artifact was "
+            f"modified or truncated after publishing and will not be loaded. {remedy}"
         )
         self.path = path
         self.expected = expected

@@ -4,6 +4,12 @@ Both stores give the archive the two primitives it builds on: an *exclusive crea
 write that fails if the key exists: ``os.link`` of a finished temp file locally,
 ``IfNoneMatch="*"`` on S3) and a *compare-and-swap* overwrite (a lock-protected tag check
 locally, ``IfMatch=etag`` on S3). Keys are ``/``-separated and relative to the root.
+
+A local archive's files are written with mode :data:`FILE_MODE` (0644), so a runtime that
+reads it under another uid (the images run as uid 10001 with the archive mounted read-only)
+gets in; who may read it at all is decided by the directories above it. A file the process
+cannot read or write is an :class:`~dscloud.errors.ArchiveError` naming the path and the
+uid, which every ``dsc`` command prints as one line.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from dscloud.errors import ArchiveError, ConfigError, aws_error_code
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["Conflict", "LocalStore", "S3Store", "Store", "open_store"]
+__all__ = ["FILE_MODE", "Conflict", "LocalStore", "S3Store", "Store", "open_store"]
+
+#: Mode of every file a local archive writes (``mkstemp`` alone would leave 0600).
+FILE_MODE = 0o644
 
 
 class Conflict(Exception):
@@ -68,6 +77,8 @@ class LocalStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+        except OSError as exc:
+            raise _local_error(exc, "read", self._path(key)) from None
 
     def get_tagged(self, key: str) -> tuple[bytes, str] | None:
         try:
@@ -78,33 +89,31 @@ class LocalStore:
 
     def create(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write a temp file completely, then hard-link it into place: link() fails if the
-        # name exists, and a reader never sees a half-written file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write a temp file completely, then hard-link it into place: link() fails if
+            # the name exists, and a reader never sees a half-written file.
+            tmp = _write_temp(path, data, sync=True)
             try:
                 os.link(tmp, path)
             except FileExistsError:
                 raise Conflict(key) from None
-        finally:
-            os.unlink(tmp)
+            finally:
+                os.unlink(tmp)
+        except OSError as exc:
+            raise _local_error(exc, "write", path) from None
 
     def swap(self, key: str, data: bytes, tag: str | None) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock(path):
-            current = self.get_tagged(key)
-            if (current[1] if current else None) != tag:
-                raise Conflict(key)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock(path):
+                current = self.get_tagged(key)
+                if (current[1] if current else None) != tag:
+                    raise Conflict(key)
+                os.replace(_write_temp(path, data, sync=False), path)
+        except OSError as exc:
+            raise _local_error(exc, "write", path) from None
 
     @contextlib.contextmanager
     def _lock(self, path: Path) -> Iterator[None]:
@@ -117,15 +126,53 @@ class LocalStore:
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
-        if not base.is_dir():
-            return []
         keys = []
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                if name.startswith(".tmp-") or name.endswith(".lock"):
-                    continue
-                keys.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        try:
+            if not base.is_dir():
+                return []
+            # os.walk skips a directory it cannot list unless told to raise: an unreadable
+            # directory must not look like an empty one ("unknown model").
+            for dirpath, _dirs, files in os.walk(base, onerror=_raise):
+                for name in files:
+                    if name.startswith(".tmp-") or name.endswith(".lock"):
+                        continue
+                    keys.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        except OSError as exc:
+            raise _local_error(exc, "list", base) from None
         return sorted(keys)
+
+
+def _write_temp(path: Path, data: bytes, *, sync: bool) -> str:
+    """A finished temp file beside ``path`` holding ``data`` with :data:`FILE_MODE`; returns
+    its name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)
+            fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _local_error(exc: OSError, doing: str, path: Path) -> ArchiveError:
+    """The one-line error for a local archive path this process cannot ``doing``."""
+    reason = exc.strerror or type(exc).__name__
+    hint = ""
+    if isinstance(exc, PermissionError):
+        hint = (
+            f"; the archive must be readable by uid {os.getuid()} "
+            "(files 0644 and directories 0755, as dsc writes them: chmod -R a+rX ARCHIVE)"
+        )
+    return ArchiveError(f"archive: cannot {doing} {path}: {reason}{hint}")
 
 
 class S3Store:

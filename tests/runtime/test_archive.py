@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import threading
@@ -15,13 +16,17 @@ from moto import mock_aws
 
 import dscloud
 from dscloud.archive import Archive, Ref
+from dscloud.cli import main
 from dscloud.envelope import Artifact
 from dscloud.errors import (
     ArtifactIntegrityError,
     ConfigError,
+    EnvelopeError,
+    GoldenMismatchError,
     NotFoundError,
     VersionExistsError,
 )
+from dscloud.verify import promote as verify_promote
 
 
 @pytest.fixture
@@ -266,3 +271,115 @@ def test_archive_uri_forms(tmp_path) -> None:
     assert Archive.open(f"file://{tmp_path}").uri == str(tmp_path)
     with pytest.raises(ConfigError, match="s3://BUCKET/PREFIX"):
         Archive.open("gs://bucket/x")
+
+
+# -- an archive that checks what it is told ------------------------------------------------
+
+
+def _edit_envelope(archive: Archive, version: int, edit) -> None:  # type: ignore[no-untyped-def]
+    key = f"models/churn/versions/{version}/envelope.json"
+    got = archive.store.get_tagged(key)
+    assert got is not None
+    data = json.loads(got[0])
+    edit(data)
+    archive.store.swap(key, json.dumps(data).encode(), got[1])
+
+
+def test_the_reference_decides_which_files_are_read(any_archive, churn_artifact) -> None:
+    # given churn@1 whose envelope claims to be churn@2
+    dscloud.publish(churn_artifact, any_archive)
+    dscloud.publish(churn_artifact, any_archive)
+    _edit_envelope(any_archive, 1, lambda d: d["identity"].update(version=2))
+
+    # then neither its envelope nor its model is handed out
+    for read in (any_archive.load, any_archive.envelope):
+        with pytest.raises(ArtifactIntegrityError, match=r"identity is churn@2.*is churn@1"):
+            read("churn@1")
+    assert any_archive.load("churn@2").envelope.version == 2
+
+
+def test_an_envelope_naming_a_path_is_refused(any_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, any_archive)
+    _edit_envelope(any_archive, 1, lambda d: d["identity"].update(name="../../.."))
+
+    with pytest.raises(EnvelopeError, match=r"versions/1/envelope\.json: .*'\.\./\.\./\.\.'"):
+        any_archive.load("churn@1")
+
+
+def test_publishing_a_name_outside_the_rule_is_refused(any_archive, churn_artifact) -> None:
+    envelope = dataclasses.replace(churn_artifact.envelope, name="../escape")
+    with pytest.raises(ConfigError, match="model name"):
+        any_archive.publish(envelope, churn_artifact.model)
+    assert any_archive.models() == []
+
+
+def test_an_alias_whose_sha256_disagrees_is_refused(any_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, any_archive)
+    any_archive.promote("churn", 1, "production", by="tests")
+    key = "models/churn/aliases/production.json"
+    data, tag = any_archive.store.get_tagged(key)  # type: ignore[misc]
+    any_archive.store.swap(key, json.dumps({**json.loads(data), "sha256": "ab" * 32}).encode(), tag)
+
+    for read in (any_archive.resolve, any_archive.load, any_archive.envelope):
+        with pytest.raises(ArtifactIntegrityError, match=r"promoted is (ab){32}"):
+            read("churn@production")
+    assert any_archive.load("churn@1").envelope.version == 1  # the version itself is fine
+
+
+def test_an_envelope_without_goldens_is_refused_unless_opted_out(
+    any_archive, churn_artifact, capsys
+) -> None:
+    bare = dataclasses.replace(churn_artifact.envelope, goldens=())
+
+    with pytest.raises(EnvelopeError, match="no golden examples and records no opt-out"):
+        any_archive.publish(bare, churn_artifact.model)
+    with pytest.raises(ConfigError, match="expected a reason"):
+        any_archive.publish(bare, churn_artifact.model, without_goldens=" ")
+    assert any_archive.models() == []
+
+    published = any_archive.publish(
+        bare, churn_artifact.model, without_goldens="outputs are random by design"
+    )
+
+    assert any_archive.load("churn@1").envelope.golden_opt_out == "outputs are random by design"
+    publish_record = any_archive.audit("churn")[0]
+    assert publish_record["golden_opt_out"] == "outputs are random by design"
+    assert published.golden_opt_out == "outputs are random by design"
+    assert main(["--archive", any_archive.uri, "verify", "churn@1"]) == 0
+    assert "opted out at publish: outputs are random by design" in capsys.readouterr().out
+    assert main(["--archive", any_archive.uri, "show", "churn@1"]) == 0
+    assert "published without golden examples: outputs are random" in capsys.readouterr().out
+
+
+def test_promote_replays_the_goldens_before_moving_the_alias(
+    any_archive, churn_artifact, capsys
+) -> None:
+    # given a version whose recorded golden outputs the model does not reproduce
+    dscloud.publish(churn_artifact, any_archive)
+    any_archive.promote("churn", 1, "production", by="tests")
+    dscloud.publish(churn_artifact, any_archive)
+
+    def wrong_label(data: dict) -> None:  # type: ignore[type-arg]
+        data["golden_examples"][0]["outputs"]["label"] = "not-a-class"
+
+    _edit_envelope(any_archive, 2, wrong_label)
+
+    # when it is promoted through the CLI, then it is refused and the alias stays
+    code = main(["--archive", any_archive.uri, "promote", "churn", "2", "--alias", "production"])
+
+    assert code == 1
+    assert "golden example 0 label" in capsys.readouterr().err
+    assert any_archive.resolve("churn@production") == 1
+    with pytest.raises(GoldenMismatchError):
+        verify_promote(any_archive, "churn", 2, "production")
+
+
+def test_the_archive_api_refuses_to_promote_corrupted_bytes(any_archive, churn_artifact) -> None:
+    dscloud.publish(churn_artifact, any_archive)
+    key = "models/churn/versions/1/model.onnx"
+    data, tag = any_archive.store.get_tagged(key)  # type: ignore[misc]
+    any_archive.store.swap(key, data[:-1], tag)
+
+    with pytest.raises(ArtifactIntegrityError):
+        any_archive.promote("churn", 1, "production")
+    assert any_archive.aliases("churn") == {}

@@ -20,9 +20,9 @@ def test_a_tampered_new_version_is_not_swapped_in(
 ) -> None:
     live = LiveModel(archive, "churn@production")
     dscloud.publish(churn_artifact, archive)
+    archive.promote("churn", 2, "production")  # verified then, tampered after
     model = tmp_path / "archive/models/churn/versions/2/model.onnx"
     model.write_bytes(model.read_bytes() + b"x")
-    archive.promote("churn", 2, "production")
     assert not live.refresh()
     assert live.scorer.version == 1
     assert live.last_error is not None and "sha256" in live.last_error

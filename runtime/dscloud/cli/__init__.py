@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # In a container dsc is PID 1, which the kernel spares from signals it has no handler
+    # for: without this, AWS Batch's SIGTERM is ignored until SIGKILL 30 s later. `dsc serve`
+    # replaces it with uvicorn's graceful shutdown.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code: int = args.run(args)
     except DscError as exc:
@@ -63,3 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return code
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Stop as SIGTERM's default action would (exit 143), unwinding ``finally`` blocks."""
+    raise SystemExit(128 + signum)

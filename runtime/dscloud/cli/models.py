@@ -15,7 +15,7 @@ from dscloud.cli.common import metrics_text, open_archive
 from dscloud.compare import diff, history
 from dscloud.envelope import Envelope
 from dscloud.errors import ConfigError
-from dscloud.scorer import Scorer
+from dscloud.verify import promote, verify
 
 __all__ = ["register"]
 
@@ -128,7 +128,9 @@ def raise_not_found(archive: Archive, name: str) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    env = open_archive(args).envelope(args.ref)
+    # Read through the full load (model sha256 included): show never vouches for bytes that
+    # a runtime would refuse.
+    env = open_archive(args).load(args.ref).envelope
     if args.json:
         print(env.to_json().decode(), end="")
         return 0
@@ -162,6 +164,8 @@ def _summary(env: Envelope) -> str:
     )
     lines.append("  outputs      " + ", ".join(f"{o.name}:{o.kind}" for o in env.schema.outputs))
     lines.append(f"  goldens      {len(env.goldens)} examples")
+    if env.golden_opt_out:
+        lines.append(f"  opt-out      published without golden examples: {env.golden_opt_out}")
     tags = " ".join(f"{k}={v}" for k, v in env.tags.items())
     if tags:
         lines.append(f"  tags         {tags}")
@@ -273,7 +277,7 @@ def _plot(name: str, rows: list[Any], metric: str, out: Path) -> None:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     archive = open_archive(args)
-    record = archive.promote(args.name, args.version, args.alias, by=current_user())
+    record = promote(archive, args.name, args.version, args.alias, by=current_user())
     print(
         f"{args.name}@{args.alias} -> {record['version']} (sha256 {record['sha256'][:12]}, "
         f"set by {record['set_by']} at {record['set_at']})"
@@ -282,17 +286,17 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    archive = open_archive(args)
-    artifact = archive.load(args.ref)  # integrity: raises on a sha256 mismatch
-    scorer = Scorer(artifact)  # golden replay: raises GoldenMismatchError
-    env = artifact.envelope
+    verified = verify(open_archive(args), args.ref)  # raises with the reason if not
+    env = verified.envelope
     if args.json:
-        actual = scorer.golden_outputs([g.inputs for g in env.goldens]) if env.goldens else []
+        goldens = [g.inputs for g in env.goldens]
+        actual = verified.scorer.golden_outputs(goldens) if goldens else []
         _print_json(
             {
                 "model": env.name,
                 "version": env.version,
                 "sha256": env.sha256,
+                "golden_opt_out": env.golden_opt_out or None,
                 "goldens": [
                     {"inputs": g.inputs, "expected": g.outputs, "actual": a}
                     for g, a in zip(env.goldens, actual, strict=True)
@@ -300,9 +304,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(
-        f"ok {env.ref}: sha256 {env.sha256} verified, {len(env.goldens)} golden examples reproduced"
-    )
+    print(verified.summary())
     return 0
 
 

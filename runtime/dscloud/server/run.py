@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 
 import uvicorn
 
@@ -78,6 +79,9 @@ def serve(settings: Settings) -> None:
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "timeout_graceful_shutdown": DRAIN_SECONDS,
     }
+    # uvicorn drains on SIGTERM, then re-raises it to the handler it found: the default one,
+    # not the CLI's exit-at-once handler (which is for commands without a drain of their own).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if settings.workers == 1:
         uvicorn.run(create_app(models, settings), **common)  # type: ignore[arg-type]
         return

@@ -1,4 +1,5 @@
-"""The serving Dockerfile holds the promises the issue makes (hadolint: tests/docker/)."""
+"""The serving Dockerfile holds the promises the issue makes (hadolint and the running image:
+tests/docker/)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def test_image_promises() -> None:
     assert "EXPOSE 8080" in final_stage
     assert "/v2/health/ready" in final_stage.split("HEALTHCHECK", 1)[1]
     assert 'CMD ["serve"]' in final_stage  # SageMaker runs `docker run IMAGE serve`
-    assert "--no-index" in text and "requirements-serving.txt" in text  # offline, pinned
+    # offline, and only the locked wheels (tests/docker/test_requirements.py checks the lock)
+    assert "--no-index" in text and "--require-hashes" in text
+    assert "requirements-serving.lock" in text
     instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     assert "scikit" not in "\n".join(instructions).lower()
