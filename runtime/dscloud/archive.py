@@ -298,8 +298,10 @@ class Archive:
                 )
             claimed = version
         else:
+            claimed = 0
             for _ in range(_MAX_CLAIMS):
-                claimed = self._claim_next(name, model)
+                # past the number just lost, which a stale listing may still show as free
+                claimed = self._claim_next(name, model, after=claimed)
                 if self._seal(envelope.with_version(claimed), model):
                     break
             else:
@@ -313,11 +315,13 @@ class Archive:
         publisher sealed that number first.
 
         On AWS S3 and a directory the model's exclusive create already made the claim ours,
-        so this never loses. moto checks ``IfNoneMatch`` and then writes, without a lock, so
-        two threads racing on one key can both "create" it; the envelope's own exclusive
-        create is the tie-break, the loser goes on to the next number, and the winner puts
-        its model back in case the loser's bytes landed last. A mix that still slipped
-        through is refused on load by the sha256 check, never served.
+        so this never loses. A store whose exclusive create is not atomic (moto checks
+        ``IfNoneMatch`` and then writes, without a lock: two threads racing on one key can
+        both "create" it) can let two publishers claim one number; the envelope's own
+        exclusive create is then the tie-break, the loser goes on to the next number, and
+        the winner puts its model back in case the loser's bytes landed last. It cannot
+        make such a store atomic: a mix that still slipped through is refused on load by
+        the sha256 check, never served.
         """
         base = f"models/{published.name}/versions/{published.version}"
         try:
@@ -342,13 +346,16 @@ class Archive:
             return False
         return True
 
-    def _claim_next(self, name: str, model: bytes) -> int:
+    def _claim_next(self, name: str, model: bytes, *, after: int = 0) -> int:
         claimed = [
-            int(parts[3])
-            for key in self.store.list(f"models/{name}/versions/")
-            if len(parts := key.split("/")) == 5 and parts[3].isdigit()
+            after,
+            *[
+                int(parts[3])
+                for key in self.store.list(f"models/{name}/versions/")
+                if len(parts := key.split("/")) == 5 and parts[3].isdigit()
+            ],
         ]
-        version = max(claimed, default=0) + 1
+        version = max(claimed) + 1
         for _ in range(_MAX_CLAIMS):
             if self._claim(name, version, model, exact=False):
                 return version

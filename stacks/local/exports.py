@@ -59,7 +59,7 @@ def _flat(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-_STACK_KEY = re.compile((
+_STACK_KEY = re.compile(
     r"^(?P<environment>.+)(?P<stack>archive|batch|network|online|serving)(?:[0-9a-f]{8})?$"
 )
 

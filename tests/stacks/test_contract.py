@@ -101,20 +101,21 @@ REPO = Path(__file__).resolve().parents[2]
 TRAINING_SCRIPT = ("python", "/opt/dsc/examples/train_churn.py")
 
 
-def job_commands(platform: Any, env: str) -> dict[str, list[str]]:
-    """Each job definition's command as AWS Batch would run it with no parameters submitted:
-    every ``Ref::name`` word replaced by the definition's default for ``name``."""
-    commands = {}
+def job_definitions(platform: Any, env: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each job definition's (command, parameter defaults), the command as AWS Batch would
+    run it with no parameters submitted: every ``Ref::name`` word replaced by its default."""
+    found = {}
     for resource in platform.template_json(env, "Batch")["Resources"].values():
         if resource["Type"] != "AWS::Batch::JobDefinition":
             continue
         properties = resource["Properties"]
         defaults = {k: _text(v) for k, v in properties.get("Parameters", {}).items()}
-        commands[properties["JobDefinitionName"]] = [
+        command = [
             defaults[word[len("Ref::") :]] if word.startswith("Ref::") else word
             for word in properties["ContainerProperties"]["Command"]
         ]
-    return commands
+        found[properties["JobDefinitionName"]] = (command, defaults)
+    return found
 
 
 class _Parsed(Exception):
@@ -155,22 +156,22 @@ def parse_job_command(command: list[str], monkeypatch: pytest.MonkeyPatch) -> ar
 def test_every_job_command_parses_with_its_programs_real_parser(
     platform: Any, dev_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands = job_commands(platform, dev_env)
-    assert set(commands) == {f"{dev_env}-train", f"{dev_env}-score"}
-    # the training job trains on the environment's input and promotes to staging
-    training = parse_job_command(commands[f"{dev_env}-train"], monkeypatch)
-    assert training.data == "resolved-at-deploy" and training.promote == "staging"
+    jobs = job_definitions(platform, dev_env)
+    assert set(jobs) == {f"{dev_env}-train", f"{dev_env}-score"}
+    # the training job trains on its data parameter and promotes to staging
+    command, defaults = jobs[f"{dev_env}-train"]
+    training = parse_job_command(command, monkeypatch)
+    assert training.data == defaults["data"] and training.data.startswith("s3://")
+    assert training.promote == "staging"
     # the scoring job runs `dsc score` on its model, input and output parameters
-    scoring = parse_job_command(commands[f"{dev_env}-score"], monkeypatch)
+    command, defaults = jobs[f"{dev_env}-score"]
+    scoring = parse_job_command(command, monkeypatch)
     assert scoring.run.__name__ == "cmd_score"
-    defaults = platform.template_json(dev_env, "Batch")["Resources"]
-    (score_parameters,) = [
-        r["Properties"]["Parameters"]
-        for r in defaults.values()
-        if r["Type"] == "AWS::Batch::JobDefinition"
-        and r["Properties"]["JobDefinitionName"].endswith("-score")
-    ]
-    assert scoring.model == score_parameters["model"]
+    assert (scoring.model, scoring.input, scoring.output) == (
+        defaults["model"],
+        defaults["input"],
+        defaults["output"],
+    )
 
 
 @pytest.mark.parametrize("job", ["train", "score"])
@@ -178,7 +179,7 @@ def test_a_flag_the_program_does_not_know_fails_the_parse(
     platform: Any, dev_env: str, monkeypatch: pytest.MonkeyPatch, job: str
 ) -> None:
     # given a job command as a stack might drift into writing it
-    command = [*job_commands(platform, dev_env)[f"{dev_env}-{job}"], "--no-such-flag", "x"]
+    command = [*job_definitions(platform, dev_env)[f"{dev_env}-{job}"][0], "--no-such-flag", "x"]
     # then the real parser refuses it, so the contract test above would fail
     with pytest.raises(SystemExit) as refused:
         parse_job_command(command, monkeypatch)

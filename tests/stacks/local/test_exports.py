@@ -53,7 +53,9 @@ def by_artifact_id(environment: str, stack: str) -> str:
 def parsed(lines: str) -> dict[str, str]:
     return {
         name: shlex.split(value, comments=True)[0]
-        for name, _, value in (line.removeprefix("export ").partition("=") for line in lines.splitlines())
+        for name, _, value in (
+            line.removeprefix("export ").partition("=") for line in lines.splitlines()
+        )
     }
 
 
