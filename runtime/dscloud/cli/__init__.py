@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from dscloud.cli import batch, examples, invoke, models, serve, stream, team
 from dscloud.errors import DscError
+from dscloud.settings import cli_argument
 
 __all__ = ["main", "parser"]
 
@@ -30,11 +31,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="dsc", description="Package, archive, serve, stream and batch-score ONNX models."
     )
-    root.add_argument(
-        "--archive",
-        help="archive URI: a directory, file:///PATH or s3://BUCKET/PREFIX "
-        "(default: $DSC_ARCHIVE or .dsc/archive)",
-    )
+    root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (models, examples, team, serve, stream, batch, invoke):

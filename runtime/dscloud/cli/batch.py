@@ -13,6 +13,7 @@ from typing import Any
 
 from dscloud.cli import common
 from dscloud.errors import ConfigError
+from dscloud.settings import cli_argument
 
 __all__ = ["register"]
 
@@ -42,9 +43,11 @@ def register(sub: Any) -> None:
     p.add_argument("model", nargs="?", metavar="NAME@REF", help="e.g. churn@production")
     p.add_argument("--input", metavar="URI", help="a file or prefix: path, file://, s3://")
     p.add_argument("--output", metavar="URI", required=True, help="a directory or s3:// prefix")
-    p.add_argument("--shard-index", type=int, metavar="I", help="this shard (0-based)")
-    p.add_argument("--shard-count", type=int, metavar="N", help="shards in the run")
-    p.add_argument("--workers", type=int, metavar="N", help="run all shards in N processes")
+    p.add_argument("--shard-index", metavar="I", **cli_argument("shard_index", help="this shard"))
+    p.add_argument("--shard-count", metavar="N", **cli_argument("shard_count"))
+    p.add_argument(
+        "--workers", metavar="N", **cli_argument("workers", help="run all shards in N processes")
+    )
     p.add_argument(
         "--key",
         nargs="+",

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from dscloud.cli import common
+from dscloud.settings import cli_argument
 
 __all__ = ["register"]
 
@@ -32,22 +33,12 @@ def register(sub: Any) -> None:
         help="NAME@ALIAS, NAME@VERSION, NAME (latest) or an artifact directory "
         "(default: $DSC_MODELS)",
     )
-    p.add_argument("--host", help="address to bind (default: $DSC_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: $DSC_PORT or 8080)")
-    p.add_argument("--workers", type=int, help="processes (default: $DSC_WORKERS or 1)")
-    p.add_argument(
-        "--threads", type=int, help="ONNX Runtime threads per model (default: $DSC_THREADS or 1)"
-    )
-    p.add_argument(
-        "--refresh-seconds",
-        type=float,
-        help="how often to check aliases, 0 to never (default: $DSC_REFRESH_SECONDS or 30)",
-    )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        help="largest request body (default: $DSC_MAX_BODY_BYTES or 16 MiB)",
-    )
+    p.add_argument("--host", **cli_argument("host"))
+    p.add_argument("--port", **cli_argument("port"))
+    p.add_argument("--workers", **cli_argument("workers", help="server processes"))
+    p.add_argument("--threads", **cli_argument("threads"))
+    p.add_argument("--refresh-seconds", **cli_argument("refresh_seconds"))
+    p.add_argument("--max-body-bytes", **cli_argument("max_body_bytes"))
     p.set_defaults(run=cmd_serve)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from dscloud.cli.common import settings
 from dscloud.errors import ConfigError
+from dscloud.settings import cli_argument
 
 __all__ = ["register"]
 
@@ -162,10 +163,10 @@ def _register_run(commands: Any) -> None:
     _aws_flags(p)
     p.add_argument("--stream", required=True)
     p.add_argument("--handler", default=DEFAULT_HANDLER, help="package.module.function")
-    p.add_argument("--model", help="model reference (default: $DSC_MODELS)")
-    p.add_argument("--table", help="predictions table (default: $DSC_PREDICTIONS_TABLE)")
-    p.add_argument("--rejects-queue-url", help="default: $DSC_REJECTS_QUEUE_URL")
-    p.add_argument("--output-stream", help="default: $DSC_OUTPUT_STREAM")
+    p.add_argument("--model", **cli_argument("models", help="the model reference"))
+    p.add_argument("--table", **cli_argument("predictions_table"))
+    p.add_argument("--rejects-queue-url", **cli_argument("rejects_queue_url"))
+    p.add_argument("--output-stream", **cli_argument("output_stream"))
     m = p.add_argument_group("event source mapping (CDK KinesisEventSource names)")
     m.add_argument("--batch-size", type=int, default=100)
     m.add_argument("--bisect-batch-on-error", action="store_true")

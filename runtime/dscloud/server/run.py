@@ -33,31 +33,18 @@ FACTORY = "dscloud.server.app:app_from_env"
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes :func:`~dscloud.server.app.app_from_env` in a worker
     process see ``settings``."""
-    return {
-        "DSC_ARCHIVE": settings.archive,
-        "DSC_MODELS": " ".join(settings.models),
-        "DSC_WORKERS": str(settings.workers),
-        "DSC_THREADS": str(settings.threads),
-        "DSC_REFRESH_SECONDS": str(settings.refresh_seconds),
-        "DSC_MAX_BODY_BYTES": str(settings.max_body_bytes),
-    }
+    return settings.environ(
+        ("archive", "models", "workers", "threads", "refresh_seconds", "max_body_bytes")
+    )
 
 
 def check(settings: Settings) -> None:
-    """Raise :class:`ConfigError` naming the first setting the server cannot run with."""
+    """Raise :class:`ConfigError` when there is nothing to serve.
+
+    Ranges (port, workers, threads, body size, refresh interval) are the settings table's
+    rules, already enforced when ``settings`` was built."""
     if not settings.models:
         raise ConfigError("no models to serve: give NAME@REF arguments or set DSC_MODELS")
-    if not 0 <= settings.port <= 65535:
-        raise ConfigError(f"port {settings.port}: expected 0..65535 (--port / DSC_PORT)")
-    for name, value, minimum in (
-        ("workers", settings.workers, 1),
-        ("threads", settings.threads, 1),
-        ("max body bytes", settings.max_body_bytes, 1),
-    ):
-        if value < minimum:
-            raise ConfigError(f"{name} {value}: expected at least {minimum}")
-    if settings.refresh_seconds < 0:
-        raise ConfigError(f"refresh seconds {settings.refresh_seconds}: expected 0 or more")
 
 
 def serve(settings: Settings) -> None:
