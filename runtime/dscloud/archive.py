@@ -427,6 +427,27 @@ class Archive:
         ]
         return [r for r in records if version is None or r.get("version") == version]
 
+    # -- alias records as read-modify-write (rollouts: dscloud.rollout) ------------------
+
+    def alias_tagged(self, name: str, alias: str) -> tuple[dict[str, Any], str] | None:
+        """The alias record of ``name@alias`` and its store tag, or None when it is unset."""
+        got = self.store.get_tagged(f"models/{check_name(name)}/aliases/{check_alias(alias)}.json")
+        return (json.loads(got[0]), got[1]) if got is not None else None
+
+    def swap_alias(self, name: str, alias: str, record: Mapping[str, Any], tag: str) -> None:
+        """Replace the alias record if it still has ``tag`` (compare-and-swap).
+
+        Raises :class:`~dscloud.stores.Conflict` when another writer moved it meanwhile.
+        """
+        key = f"models/{check_name(name)}/aliases/{check_alias(alias)}.json"
+        self.store.swap(key, json.dumps(dict(record)).encode(), tag)
+
+    def record_event(
+        self, name: str, event: str, *, by: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Write an immutable audit record ``event`` for ``name``; returns it."""
+        return self._audit(check_name(name), event, by=by, **fields)
+
     def _audit(
         self, name: str, event: str, *, by: str | None = None, **fields: Any
     ) -> dict[str, Any]:

@@ -10,8 +10,9 @@ handler and the CLI each map the tree in exactly one place::
     ├── ArchiveError                the archive cannot be read or written (incl. file modes)
     │   ├── NotFoundError           unknown model, version or alias (404)
     │   ├── VersionExistsError      publishing over an existing version (409)
-    │   └── ArtifactIntegrityError  sha256 mismatch, an envelope that is not the version
-    │                               asked for, an alias whose sha256 disagrees
+    │   ├── ArtifactIntegrityError  sha256 mismatch, an envelope that is not the version
+    │   │                           asked for, an alias whose sha256 disagrees
+    │   └── RolloutError            a rollout refused or in the wrong state (409)
     ├── EnvelopeError               an envelope.json that is not a valid envelope
     ├── ExportError                 a model that cannot be packaged
     │   └── ParityError             ONNX and the original estimator disagree
@@ -43,6 +44,7 @@ __all__ = [
     "ParityError",
     "PayloadError",
     "PayloadTooLargeError",
+    "RolloutError",
     "SchemaError",
     "UnsupportedMediaError",
     "VersionExistsError",
@@ -109,6 +111,12 @@ class ArtifactIntegrityError(ArchiveError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class RolloutError(ArchiveError):
+    """A rollout that cannot start, change, promote or abort; the message says why."""
+
+    status = 409
 
 
 class EnvelopeError(DscError):

@@ -5,6 +5,11 @@ when its interval has passed. A swap is one attribute assignment, so a request e
 gets the old scorer or the new one, never a half-loaded model. A new version that fails
 verification (sha256 or golden replay) is not swapped in: the old one keeps serving and
 the failure is logged and kept in ``last_error``.
+
+A model that follows an alias also follows the alias's rollout (:mod:`dscloud.rollout`):
+each poll loads the candidate, verified like any version, into :attr:`LiveModel.following`,
+or drops it when the rollout ended. A candidate that fails verification is never used: the
+serving version answers everything, and the failure is in ``last_error``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dscloud.errors import (
     ModelLoadError,
     NotFoundError,
 )
+from dscloud.rollout import Rollout, status
 from dscloud.scorer import Scorer
 
 __all__ = ["LiveModel", "ModelSet"]
@@ -43,6 +49,12 @@ class LiveModel:
         self.last_error: str | None = None
         self._refused: int | None = None  # the version that last failed to load
         self.scorer: Scorer = self._load(self.ref)
+        #: The running rollout and its verified candidate; None without one. One attribute,
+        #: so a request reads both from the same poll.
+        self.following: tuple[Rollout, Scorer] | None = None
+        # The rollout whose candidate failed verification, and why: not loaded again.
+        self._refused_rollout: tuple[str | None, str | None] = (None, None)
+        self._follow_rollout()
 
     @property
     def name(self) -> str:
@@ -56,6 +68,65 @@ class LiveModel:
     def _load(self, ref: Ref) -> Scorer:
         return Scorer(self.archive.load(ref), threads=self.threads)
 
+    def answering(self, key: str | None) -> Scorer:
+        """The scorer that answers routing ``key``: the candidate when a canary picks the
+        key (:meth:`Rollout.answers`), else the serving version (also in shadow)."""
+        following = self.following
+        if following is not None and key is not None and self.ref.alias is not None:
+            rollout, candidate = following
+            if rollout.answers(self.ref.name, self.ref.alias, key):
+                return candidate
+        return self.scorer
+
+    def _follow_rollout(self) -> None:
+        """Load the rollout's candidate, or drop it when the rollout ended. Never raises."""
+        if self.ref.alias is None or self.ref.path is not None:
+            return
+        rollout: Rollout | None = None
+        try:
+            _, rollout = status(self.archive, self.ref.name, self.ref.alias)
+            if rollout is None or rollout.candidate == self.scorer.version:
+                self.following = None
+                return
+            if self.following is not None and self.following[0].candidate == rollout.candidate:
+                self.following = (rollout, self.following[1])  # mode, share or thresholds
+                return
+            if rollout.id == self._refused_rollout[0]:
+                self.last_error = self._refused_rollout[1]  # still refused: keep saying so
+                return
+            candidate = self._load(Ref(name=self.ref.name, version=rollout.candidate))
+            if candidate.sha256 != rollout.candidate_sha256:
+                raise ArtifactIntegrityError(
+                    path=f"{self.archive.uri}/models/{self.ref.name}/aliases/{self.ref.alias}.json",
+                    what="the candidate's sha256",
+                    actual=rollout.candidate_sha256,
+                    source=f"{candidate.name}@{candidate.version} records",
+                    expected=candidate.sha256,
+                )
+        except Exception as exc:  # a poller must survive anything the archive hands it
+            self.following = None
+            self.last_error = (
+                str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
+            )
+            if isinstance(exc, _VERDICTS) and rollout is not None:
+                self._refused_rollout = (rollout.id, self.last_error)
+            log.warning(
+                "not following the rollout of %s: %s",
+                self.ref,
+                self.last_error,
+                exc_info=not isinstance(exc, DscError),
+                extra={"model": self.scorer.name, "version": self.scorer.version},
+            )
+            return
+        self.following = (rollout, candidate)
+        log.info(
+            "following the rollout of %s: candidate %s in %s",
+            self.ref,
+            rollout.candidate,
+            rollout.mode,
+            extra={"model": candidate.name, "version": candidate.version},
+        )
+
     def refresh(self) -> bool:
         """Swap in the version the reference points at now, if it changed and verifies.
 
@@ -66,6 +137,11 @@ class LiveModel:
         """
         if not self.follows:
             return False
+        swapped = self._refresh_version()
+        self._follow_rollout()
+        return swapped
+
+    def _refresh_version(self) -> bool:
         version: int | None = None
         try:
             version = self.archive.resolve(self.ref)

@@ -19,8 +19,10 @@ import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import numpy as np
 import pandas as pd
@@ -28,7 +30,9 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from moto import mock_aws
 
+import dscloud
 from dscloud import example
 from dscloud.archive import Archive
 from dscloud.baseline import Baseline, build_baseline
@@ -233,3 +237,36 @@ def counted(baseline: Baseline, scorer: Scorer, frame: pd.DataFrame) -> DriftCou
     counts = DriftCounts(baseline)
     counts.add_scored(columns, scorer.score_columns(columns, len(frame)))
     return counts
+
+
+@pytest.fixture(scope="session")
+def churn_retrained(churn_example: example.TrainedExample) -> Artifact:
+    """The churn pipeline refitted with strong regularisation (C=0.01): the same interface
+    as ``churn_artifact``, different predictions (a rollout candidate worth comparing)."""
+    ex = example.train(seed=0, rows=3000, C=0.01)
+    return dscloud.package(ex.estimator, ex.X_test, name="churn", training_data=ex.X_train)
+
+
+@pytest.fixture(params=["dir", "s3"])
+def rollout_archive(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    churn_artifact: Artifact,
+    churn_retrained: Artifact,
+) -> Iterator[Archive]:
+    """churn@1 (serving, alias production) and churn@2 (the retrained candidate), in a
+    directory archive and in an S3 archive on moto."""
+
+    def filled(archive: Archive) -> Archive:
+        dscloud.publish(churn_artifact, archive)
+        dscloud.publish(churn_retrained, archive)
+        archive.promote("churn", 1, "production", by="tests")
+        return archive
+
+    if request.param == "dir":
+        yield filled(Archive.open(tmp_path / "archive"))
+        return
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="models")
+        yield filled(Archive.open("s3://models/team-a", s3_client=client))

@@ -5,9 +5,10 @@ Runtimes: the core :class:`Scorer` (rows and columns), ``POST /invocations`` ove
 socket (JSON ``dataframe_records``, ``dataframe_split``, ``instances`` and ``inputs``, and
 ``text/csv``), OIP v2 ``/infer``, the stream handler (moto DynamoDB and SQS, one Kinesis
 batch) and ``dsc score`` (Parquet with typed columns, Parquet with text columns, CSV,
-JSON Lines). Every runtime must also name the model by the same identity. Where one does
-not agree yet, :data:`KNOWN_SPLITS` names the case and the defect, and a strict xfail
-keeps that list honest.
+JSON Lines). Every runtime must also name the model by the same identity. JSON Lines rows
+go to the core as JSON values, so they follow the rule JSON sent to ``/invocations`` follows
+(a missing key, a lone surrogate, ``true`` and ``"12"`` in a number column are rejected
+with the core's reasons), not the text-cell rule of CSV.
 
 The model is a hand-built ONNX graph, ``probe``, whose outputs show every input exactly:
 ``label`` is the int64 column itself (so a big integer that lost a bit shows), ``value``
@@ -610,15 +611,6 @@ BATCH_FORMATS: dict[str, tuple[str, Callable[[list[Case], Path], None], Callable
     ),
 }
 
-#: Where a runtime still disagrees with the core: each a defect, not a rule. The strict
-#: xfail below turns red when one is fixed, so that its entry is removed here.
-KNOWN_SPLITS = {
-    ("JSON Lines", "missing column"): "a missing key is read as a null ('is null')",
-    ("JSON Lines", "lone surrogate"): "the surrogate is escaped into visible text and scored",
-    ("JSON Lines", "boolean in a number column"): "true is read as the number 1 and scored",
-    ("JSON Lines", "a number as a JSON string"): '"12" is parsed like a CSV cell and scored',
-}
-
 
 @pytest.mark.parametrize("fmt", list(BATCH_FORMATS))
 def test_dsc_score_agrees_with_the_core(
@@ -630,25 +622,10 @@ def test_dsc_score_agrees_with_the_core(
 ) -> None:
     cases, got = dsc_score(fmt, archive, tmp_path, monkeypatch)
 
-    agreed = [c.name for c in cases if (fmt, c.name) not in KNOWN_SPLITS]
-    assert {n: got[n] for n in agreed} == {n: expected[n] for n in agreed}
+    assert got == {c.name: expected[c.name] for c in cases}
     models = read_output(tmp_path / "out")[["model_name", "model_version", "model_sha256"]]
     identity = published(archive_probe(archive))
     assert {tuple(m) for m in models.itertuples(index=False)} == {tuple(identity.values())}
-
-
-@pytest.mark.xfail(strict=True, reason="the known splits of KNOWN_SPLITS, each a defect")
-@pytest.mark.parametrize("fmt", sorted({fmt for fmt, _ in KNOWN_SPLITS}))
-def test_the_known_splits_still_disagree(
-    archive: Archive,
-    expected: dict[str, Outcome],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fmt: str,
-) -> None:
-    _, got = dsc_score(fmt, archive, tmp_path, monkeypatch)
-    split = [name for f, name in KNOWN_SPLITS if f == fmt]
-    assert {n: got[n] for n in split} == {n: expected[n] for n in split}
 
 
 def dsc_score(

@@ -1,8 +1,10 @@
-"""Alias following: new versions swap in after verification; bad ones never do."""
+"""Alias following: new versions swap in after verification; bad ones never do; a rollout's
+candidate is followed the same way."""
 
 from __future__ import annotations
 
 import dscloud
+from dscloud import rollout
 from dscloud.archive import Archive
 from dscloud.live import LiveModel, ModelSet
 
@@ -85,3 +87,44 @@ def test_two_references_to_one_model_name_are_refused(archive: Archive) -> None:
 
     with pytest.raises(ConfigError, match="both model 'churn'"):
         ModelSet(archive, ["churn@production", "churn@1"])
+
+
+# -- following a rollout ------------------------------------------------------------------
+
+
+def test_a_live_model_follows_its_alias_rollout(archive: Archive, churn_retrained) -> None:
+    # given churn@production -> 1 served, and a retrained churn@2
+    dscloud.publish(churn_retrained, archive)
+    live = LiveModel(archive, "churn@production")
+    assert live.following is None and live.answering("user-1") is live.scorer
+
+    # when a shadow rollout starts: the candidate is loaded, and still answers no one
+    rollout.start(archive, "churn", "production", 2, mode="shadow")
+    assert live.refresh() is False  # the serving version did not move
+    assert live.following is not None and live.following[1].version == 2
+    assert all(live.answering(f"user-{i}") is live.scorer for i in range(200))
+
+    # when it becomes a canary of every key: the candidate answers them
+    rollout.change(archive, "churn", "production", mode="canary", share=1.0)
+    live.refresh()
+    assert live.answering("user-1").version == 2
+    assert live.answering(None) is live.scorer  # no key, no canary
+
+    # when it is aborted: dropped
+    rollout.abort(archive, "churn", "production", reason="test")
+    live.refresh()
+    assert live.following is None and live.answering("user-1").version == 1
+
+
+def test_a_candidate_tampered_after_the_start_never_serves(
+    archive: Archive, churn_retrained, tmp_path
+) -> None:
+    dscloud.publish(churn_retrained, archive)
+    rollout.start(archive, "churn", "production", 2, mode="canary", share=1.0)
+    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+
+    live = LiveModel(archive, "churn@production")
+    live.refresh()
+    assert live.following is None and live.answering("user-1").version == 1
+    assert live.last_error is not None and "sha256" in live.last_error

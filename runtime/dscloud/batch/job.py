@@ -173,7 +173,11 @@ def run_shard(
                 chunk = next(chunks, None)
                 if chunk is None:
                     break
-                decoded = columns_for_scoring(chunk.batch, scorer.schema)
+                decoded = (
+                    chunk.values
+                    if chunk.values is not None
+                    else columns_for_scoring(chunk.batch, scorer.schema)
+                )
                 seconds["read"] += time.perf_counter() - t
                 yield chunk, decoded
 

@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from dscloud.cli import batch, examples, invoke, models, serve, stream, team
+from dscloud.cli import batch, examples, invoke, models, rollout, serve, stream, team
 from dscloud.errors import DscError
 from dscloud.settings import cli_argument
 
@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--archive", metavar="URI", **cli_argument("archive"))
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, examples, team, serve, stream, batch, invoke):
+    for module in (models, examples, team, serve, stream, batch, invoke, rollout):
         module.register(sub)
     return root
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -31,6 +31,10 @@ class Chunk:
     batch: pa.RecordBatch
     source: str
     first_row: int
+    #: The schema columns as JSON values, from a format whose values are JSON: the core
+    #: scores these by its JSON rule (the rule of ``/invocations``), not the Arrow columns,
+    #: which the writer still copies (keys, features of rejects). None: score the batch.
+    values: dict[str, list[Any]] | None = None
 
     @property
     def num_rows(self) -> int:

@@ -3,17 +3,22 @@
 Why not pyarrow's JSON reader: it infers one type per column and fails the whole file when
 a later line changes it (``"changed from number to string in row 1"``), where a stray
 ``"abc"`` in a numeric field must be one rejected row with its reason. So lines are parsed
-here, a chunk at a time, and each needed column becomes an Arrow array: numbers (or text)
-as they are when every value of the chunk is one kind, else text (a string as itself,
-anything else as its JSON text) that the batch reader parses like a CSV cell, so that
-what is not a number reaches the core as the original string and is rejected with it.
+here, a chunk at a time, and the values go to the core as the JSON values they are
+(:attr:`~dscloud.batch.formats.base.Chunk.values`): a JSON Lines row is read by exactly the rule a JSON row
+sent to ``/invocations`` is (:mod:`dscloud.json_input`, :mod:`dscloud.columns`), never by
+the text-cell rule of CSV. So a missing key is refused as a missing column, ``true`` and
+the string ``"12"`` in a number column are refused as what they are, and a lone surrogate
+(valid JSON, not UTF-8) is refused naming its column. The chunk's Arrow batch still holds
+the columns (a mix of kinds as text, a lone surrogate escaped into visible text) for what
+the writer copies out: key columns and the features of rejected rows.
 
 Rules, as a serious reader needs them stated: blank lines are skipped and not counted
-(``source_row`` counts records); a missing key is a null; the file's columns are the keys
-of its first record (records of one file share their keys), and a file without records
-has no rows; a line that is not a JSON object is a :class:`~dscloud.errors.DataError`
-naming the file and line, as a malformed CSV row fails its file. A JSON Lines file is
-never split between shards.
+(``source_row`` counts records); ``NaN``/``Infinity`` are not JSON, so a line holding one
+is malformed; the file's columns are the keys of its first record, and a file without
+records has no rows; a later record lacking a schema column is that row's reject (the
+core's missing-column reason); a line that is not a JSON object is a
+:class:`~dscloud.errors.DataError` naming the file and line, as a malformed CSV row fails
+its file. A JSON Lines file is never split between shards.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import pyarrow.json as pajson
 from dscloud.batch.formats.base import Chunk, Format, require_columns
 from dscloud.batch.locations import Location
 from dscloud.batch.plan import WorkUnit
+from dscloud.columns import MISSING
 from dscloud.errors import DataError
+from dscloud.json_input import parse_json
 from dscloud.schema import Schema
 
 __all__ = ["JsonLines"]
@@ -67,11 +74,11 @@ class JsonLines(Format):
         for _, record in records:
             rows.append(record)
             if len(rows) == chunk_rows:
-                yield Chunk(batch=_batch(rows, columns), source=source, first_row=first)
+                yield _chunk(rows, columns, schema, source, first)
                 first += len(rows)
                 rows = []
         if rows:
-            yield Chunk(batch=_batch(rows, columns), source=source, first_row=first)
+            yield _chunk(rows, columns, schema, source, first)
 
     def read_table(self, location: Location, path: str) -> pa.Table:
         """The whole file, column types inferred by pyarrow (which needs one type per key)."""
@@ -100,8 +107,8 @@ def _records(location: Location, path: str) -> Iterator[tuple[int, dict[str, Any
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
-                except ValueError as exc:
+                    record = parse_json(line)
+                except (ValueError, RecursionError) as exc:
                     raise DataError(f"{source}: line {number} is not JSON ({exc})") from exc
                 if not isinstance(record, dict):
                     raise DataError(
@@ -113,6 +120,17 @@ def _records(location: Location, path: str) -> Iterator[tuple[int, dict[str, Any
         raise DataError(f"{source}: after line {number}, not UTF-8 text ({exc})") from exc
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{source}: cannot read after line {number}: {exc}") from exc
+
+
+def _chunk(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    schema: Schema,
+    source: str,
+    first: int,
+) -> Chunk:
+    values = {name: [row.get(name, MISSING) for row in rows] for name in schema.names}
+    return Chunk(batch=_batch(rows, columns), source=source, first_row=first, values=values)
 
 
 def _batch(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pa.RecordBatch:

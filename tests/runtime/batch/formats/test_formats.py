@@ -28,10 +28,13 @@ def test_every_registered_format_has_a_writer_so_the_suite_runs_for_it() -> None
     assert sorted(WRITERS) == sorted(NAMES)
 
 
-def _with_bad_rows(users: pd.DataFrame) -> pd.DataFrame:
-    """400 users whose tenure is text: a word in row 10, nothing in row 20."""
+def _with_bad_rows(users: pd.DataFrame, name: str) -> pd.DataFrame:
+    """400 users whose tenure is text, a word in row 10 and nothing in row 20. In JSON Lines
+    the good tenures stay numbers: a JSON string is text there, never a number (the JSON
+    rule of ``/invocations``)."""
     frame = users.head(400).copy()
-    frame["tenure_months"] = frame["tenure_months"].astype(str).astype(object)
+    tenure = frame["tenure_months"].astype(object)
+    frame["tenure_months"] = tenure if name == "jsonl" else tenure.astype(str).astype(object)
     frame.loc[10, "tenure_months"] = "twelve"
     frame.loc[20, "tenure_months"] = None
     return frame
@@ -42,7 +45,7 @@ def test_a_format_scores_like_the_core_and_rejects_bad_rows_with_reasons(
     name: str, users: pd.DataFrame, tmp_path: Path, make_job: Callable[..., ScoreJob]
 ) -> None:
     # given the same rows, two of them bad, in this format
-    frame = _with_bad_rows(users)
+    frame = _with_bad_rows(users, name)
     (tmp_path / "in").mkdir()
     WRITERS[name](frame, tmp_path / "in" / "users")
 

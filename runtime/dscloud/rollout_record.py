@@ -1,0 +1,142 @@
+"""The rollout part of an alias record, canary routing, and interface compatibility.
+
+:class:`Rollout` is what an alias record carries under ``rollout`` (see
+:mod:`dscloud.rollout`, which writes it); :func:`routes_to_candidate` decides, the same in
+every process, which keys a canary candidate answers; :func:`incompatibility` says why a
+candidate cannot stand in for the serving version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dscloud.errors import ConfigError
+from dscloud.schema import Schema
+
+__all__ = ["MODES", "Rollout", "Thresholds", "incompatibility", "routes_to_candidate"]
+
+MODES = ("shadow", "canary")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits that abort a rollout: the candidate's error rate and the label disagreement
+    rate (or, for a regression, the share of rows whose values differ by more than
+    :data:`~dscloud.rollout_compare.VALUE_TOLERANCE`). None means no limit. Neither is
+    judged before ``min_rows`` rows were compared, so that a handful of early rows cannot
+    abort a rollout on noise."""
+
+    max_error_rate: float | None = None
+    max_disagreement: float | None = None
+    min_rows: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("max_error_rate", "max_disagreement"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}: expected a rate between 0 and 1, got {value}")
+        if self.min_rows < 1:
+            raise ConfigError(f"min_rows: expected a positive count, got {self.min_rows}")
+
+    def breaches(self, figures: Mapping[str, Any]) -> list[str]:
+        """What in ``figures`` (:meth:`dscloud.rollout_compare.Comparison.figures`) is beyond a limit; [] if nothing."""
+        if figures["rows_compared"] < self.min_rows:
+            return []
+        out = []
+        error_rate = figures["versions"]["candidate"]["error_rate"]
+        if self.max_error_rate is not None and error_rate > self.max_error_rate:
+            out.append(f"candidate error rate {error_rate:.4f} > {self.max_error_rate}")
+        disagreement = figures["disagreement_rate"]
+        if self.max_disagreement is not None and disagreement > self.max_disagreement:
+            out.append(f"disagreement rate {disagreement:.4f} > {self.max_disagreement}")
+        return out
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The ``rollout`` part of an alias record (see the module docstring)."""
+
+    candidate: int
+    candidate_sha256: str
+    mode: str
+    share: float
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    started_by: str = ""
+    started_at: str = ""
+    reason: str = ""
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"rollout mode {self.mode!r}: expected one of {MODES}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ConfigError(f"canary share {self.share}: expected between 0 and 1")
+        if self.mode == "shadow" and self.share != 0.0:
+            raise ConfigError("a shadow candidate answers no one: its share is 0")
+
+    def salt(self, name: str, alias: str) -> str:
+        """What keys are hashed with: a new candidate redraws who is in the canary."""
+        return f"{name}@{alias}>{self.candidate}"
+
+    def answers(self, name: str, alias: str, key: str) -> bool:
+        """Whether the candidate answers the request or row with routing ``key``."""
+        return self.mode == "canary" and routes_to_candidate(
+            key, self.share, self.salt(name, alias)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rollout:
+        """Raises :class:`ConfigError` for a record that is not a rollout."""
+        try:
+            return cls(
+                candidate=int(data["candidate"]),
+                candidate_sha256=str(data["candidate_sha256"]),
+                mode=str(data["mode"]),
+                share=float(data["share"]),
+                thresholds=Thresholds(**dict(data.get("thresholds") or {})),
+                started_by=str(data.get("started_by", "")),
+                started_at=str(data.get("started_at", "")),
+                reason=str(data.get("reason", "")),
+                id=str(data.get("id", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"alias record: invalid rollout ({exc})") from exc
+
+
+def routes_to_candidate(key: str, share: float, salt: str) -> bool:
+    """Whether ``key`` falls in the candidate's ``share`` of keys.
+
+    blake2b of ``salt`` and ``key`` read as a number in [0, 1): the same answer in every
+    process, on every machine, in every runtime (Python's ``hash`` is salted per process),
+    so a user keeps one version for the whole rollout, and a larger share only adds users.
+    """
+    digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+def incompatibility(current: Schema, candidate: Schema) -> str | None:
+    """Why ``candidate`` cannot stand in for ``current``, or None when it can.
+
+    Compatible: the same input columns in the same order with the same dtypes (so that every
+    row the serving version accepts reaches the candidate unchanged), and the same output
+    kinds with the same classes (so that predictions compare one to one). Allowed
+    categories may differ: a retrained model may know new ones.
+    """
+    have = [(c.name, c.dtype) for c in current.columns]
+    want = [(c.name, c.dtype) for c in candidate.columns]
+    if have != want:
+        return f"input columns differ: serving {have}, candidate {want}"
+    outputs = {o.kind: o.classes for o in current.outputs}
+    other = {o.kind: o.classes for o in candidate.outputs}
+    if sorted(outputs) != sorted(other):
+        return f"output kinds differ: serving {sorted(outputs)}, candidate {sorted(other)}"
+    for kind, classes in outputs.items():
+        if classes != other[kind]:
+            return f"{kind} classes differ: serving {classes}, candidate {other[kind]}"
+    return None
