@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test local local-down lint typecheck contracts pytest synth bench clean images images-test podman base-image wheels
+.PHONY: demo test local local-down local-env lint typecheck contracts pytest synth bench clean images images-test podman base-image wheels
 
 $(STAMP): requirements-dev.txt runtime/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ local: $(STAMP) node_modules/.installed
 
 local-down: $(STAMP)
 	$(PY) -m stacks.local down
+
+# `eval "$$(make -s local-env)"`: DSC_* and AWS_* exports naming what `make local` deployed.
+local-env: $(STAMP)
+	@$(PY) -m stacks.local env $(LOCAL_ENV)
 
 test: $(STAMP) node_modules/.installed lint typecheck contracts pytest images-test
 

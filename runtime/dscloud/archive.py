@@ -17,6 +17,7 @@ replaced.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -291,18 +292,47 @@ class Archive:
         envelope.verify(model, path=f"model for {name}")
         if version is not None:
             self._claim(name, version, model, exact=True)
+            if not self._seal(envelope.with_version(version), model):
+                raise VersionExistsError(
+                    f"{self.uri}/models/{name}/versions/{version} already has an envelope"
+                )
             claimed = version
         else:
-            claimed = self._claim_next(name, model)
-        published = envelope.with_version(claimed)
-        base = f"models/{name}/versions/{claimed}"
+            claimed = 0
+            for _ in range(_MAX_CLAIMS):
+                # past the number just lost, which a stale listing may still show as free
+                claimed = self._claim_next(name, model, after=claimed)
+                if self._seal(envelope.with_version(claimed), model):
+                    break
+            else:
+                raise ArchiveError(f"could not claim a version of {name} in {self.uri}")
+        opt_out = {"golden_opt_out": envelope.golden_opt_out} if envelope.golden_opt_out else {}
+        self._audit(name, "publish", version=claimed, sha256=envelope.sha256, **opt_out)
+        return envelope.with_version(claimed)
+
+    def _seal(self, published: Envelope, model: bytes) -> bool:
+        """Write the envelope that completes a claimed version; returns False when another
+        publisher sealed that number first.
+
+        On AWS S3 and a directory the model's exclusive create already made the claim ours,
+        so this never loses. A store whose exclusive create is not atomic (moto checks
+        ``IfNoneMatch`` and then writes, without a lock: two threads racing on one key can
+        both "create" it) can let two publishers claim one number; the envelope's own
+        exclusive create is then the tie-break, the loser goes on to the next number, and
+        the winner puts its model back in case the loser's bytes landed last. It cannot
+        make such a store atomic: a mix that still slipped through is refused on load by
+        the sha256 check, never served.
+        """
+        base = f"models/{published.name}/versions/{published.version}"
         try:
             self.store.create(f"{base}/{ENVELOPE_FILE}", published.to_json())
         except Conflict:
-            raise VersionExistsError(f"{self.uri}/{base} already has an envelope") from None
-        opt_out = {"golden_opt_out": envelope.golden_opt_out} if envelope.golden_opt_out else {}
-        self._audit(name, "publish", version=claimed, sha256=envelope.sha256, **opt_out)
-        return published
+            return False
+        current = self.store.get_tagged(f"{base}/{MODEL_FILE}")
+        if current is not None and current[0] != model:
+            with contextlib.suppress(Conflict):  # a later write is still refused on load
+                self.store.swap(f"{base}/{MODEL_FILE}", model, current[1])
+        return True
 
     def _claim(self, name: str, version: int, model: bytes, *, exact: bool) -> bool:
         try:
@@ -316,13 +346,16 @@ class Archive:
             return False
         return True
 
-    def _claim_next(self, name: str, model: bytes) -> int:
+    def _claim_next(self, name: str, model: bytes, *, after: int = 0) -> int:
         claimed = [
-            int(parts[3])
-            for key in self.store.list(f"models/{name}/versions/")
-            if len(parts := key.split("/")) == 5 and parts[3].isdigit()
+            after,
+            *[
+                int(parts[3])
+                for key in self.store.list(f"models/{name}/versions/")
+                if len(parts := key.split("/")) == 5 and parts[3].isdigit()
+            ],
         ]
-        version = max(claimed, default=0) + 1
+        version = max(claimed) + 1
         for _ in range(_MAX_CLAIMS):
             if self._claim(name, version, model, exact=False):
                 return version

@@ -1,9 +1,13 @@
-"""`python -m stacks.local up ENV` (make local) and `python -m stacks.local down` (make local-down).
+"""`python -m stacks.local up ENV` (make local), `... down` (make local-down) and `... env`.
 
 `up` starts a fresh moto server on 127.0.0.1, deploys environment ENV (default
 dsc-recs-dev) with the real CDK CLI, checks every resource through the service APIs, runs
 the lifecycle from the deployed definitions, prints what it checked and where everything
-is, and leaves the server running. Exit status 1 when any check fails. See docs/local.md.
+is, and leaves the server running. Exit status 1 when any check fails. `env` prints
+`export` lines naming the deployed archive, table, queue, stream and scoring prefixes (and
+the moto server), for `eval "$(python -m stacks.local env)"`; with `--outputs-file FILE`
+from `cdk deploy --outputs-file FILE`, the same for an environment deployed to AWS. See
+docs/local.md.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from typing import Any
 from stacks.config import ConfigError, load_config_file, local_environment
 from stacks.local import server
 from stacks.local.deploy import CdkError, Deployment, deploy
+from stacks.local.exports import OutputsError, exports, read_outputs, render
 from stacks.local.lifecycle import LifecycleError, run_lifecycle
 from stacks.local.verify import Report, verify
 
-__all__ = ["main", "up"]
+__all__ = ["environment_exports", "main", "up"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO_ROOT / ".dsc" / "local"
@@ -100,6 +105,28 @@ def _print_report(title: str, report: Report, log: Any) -> None:
         )
 
 
+def environment_exports(
+    environment: str | None,
+    outputs_file: Path | None,
+    *,
+    repo_root: Path = REPO_ROOT,
+    state_dir: Path = STATE_DIR,
+) -> str:
+    """The `export` lines for `environment`'s outputs: from `outputs_file` (a deploy to AWS,
+    no AWS_* lines: the caller's own credentials and region apply), else from the local
+    deploy in `state_dir` with the running moto server's endpoint. Raises OutputsError, or
+    ConfigError for an environment cdk.json does not define."""
+    if outputs_file is not None:
+        return render(exports(read_outputs(outputs_file), environment))
+    moto = server.running(state_dir)
+    if moto is None:
+        raise OutputsError(f"no moto server runs (state in {state_dir}); run `make local` first")
+    name = environment or DEFAULT_ENVIRONMENT
+    region = local_environment(load_config_file(repo_root / "cdk.json"), name).region
+    variables = exports(read_outputs(state_dir / "outputs.json"), name)
+    return render(variables, aws=moto.environ(region))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `up` or `down`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m stacks.local", description=__doc__)
@@ -109,7 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     up_parser.add_argument("environment", nargs="?", default=DEFAULT_ENVIRONMENT)
     commands.add_parser("down", help="stop the moto server")
+    env_parser = commands.add_parser(
+        "env", help="print export lines for a deployed environment, read from its outputs"
+    )
+    env_parser.add_argument("environment", nargs="?", help="default: the only one deployed")
+    env_parser.add_argument(
+        "--outputs-file",
+        type=Path,
+        help="the file of `cdk deploy --outputs-file` (default: the local deploy's)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "env":
+        try:
+            print(environment_exports(args.environment, args.outputs_file), end="")
+        except (ConfigError, OutputsError) as error:
+            print(f"python -m stacks.local env: {error}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "down":
         stopped = server.stop(STATE_DIR)
         print("moto server stopped" if stopped else "no moto server was running")

@@ -2,7 +2,8 @@
 
 - every environment variable a stack sets is read by the runtime's `Settings` (changing
   it changes the settings), and each role gets the variables its runtime needs;
-- every job command names only parameters the job definition has;
+- every job command names only parameters the job definition has, and parses with the
+  real parser of the program it runs (`dsc`, or the example training script's own);
 - a model reference is valid in cdk.json exactly when the runtime reads it as the same
   NAME@ALIAS. The stacks may not import the runtime (they synthesize without it
   installed), so `stacks.config` restates the rule and this test holds the two equal.
@@ -12,10 +13,14 @@ The deployed commands are run for real, with the real CLI, by tests/stacks/local
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dscloud import cli
 from dscloud.archive import Ref
 from dscloud.errors import ConfigError as RuntimeConfigError
 from dscloud.settings import Settings
@@ -92,6 +97,96 @@ def test_job_commands_use_only_their_own_parameters(platform: Any, dev_env: str)
         command = resource["Properties"]["ContainerProperties"]["Command"]
         refs = {word[len("Ref::") :] for word in command if word.startswith("Ref::")}
         assert refs == set(resource["Properties"].get("Parameters", {})), command
+
+
+REPO = Path(__file__).resolve().parents[2]
+# docker/batch.Dockerfile copies the training script here.
+TRAINING_SCRIPT = ("python", "/opt/dsc/examples/train_churn.py")
+
+
+def job_definitions(platform: Any, env: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each job definition's (command, parameter defaults), the command as AWS Batch would
+    run it with no parameters submitted: every ``Ref::name`` word replaced by its default."""
+    found = {}
+    for resource in platform.template_json(env, "Batch")["Resources"].values():
+        if resource["Type"] != "AWS::Batch::JobDefinition":
+            continue
+        properties = resource["Properties"]
+        defaults = {k: _text(v) for k, v in properties.get("Parameters", {}).items()}
+        command = [
+            defaults[word[len("Ref::") :]] if word.startswith("Ref::") else word
+            for word in properties["ContainerProperties"]["Command"]
+        ]
+        found[properties["JobDefinitionName"]] = (command, defaults)
+    return found
+
+
+class _Parsed(Exception):
+    """Raised instead of running the training once its parser has accepted the command."""
+
+    def __init__(self, namespace: argparse.Namespace) -> None:
+        self.namespace = namespace
+
+
+def parse_training(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
+    """Parse `argv` with examples/train_churn.py's own parser (its main builds it inline),
+    stopping before any training; argparse's SystemExit(2) on a flag it does not know."""
+    spec = importlib.util.spec_from_file_location("train_churn", REPO / "examples/train_churn.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        raise _Parsed(parse_args(self, *args, **kwargs))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+        with pytest.raises(_Parsed) as parsed:
+            module.main(argv)
+    return parsed.value.namespace
+
+
+def parse_job_command(command: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
+    """The namespace the job's program makes of `command`; SystemExit when it refuses it."""
+    if command[0] == "dsc":
+        return cli.parser().parse_args(command[1:])
+    if tuple(command[:2]) == TRAINING_SCRIPT:
+        return parse_training(command[2:], monkeypatch)
+    raise AssertionError(f"no parser known for the program of {command}")
+
+
+def test_every_job_command_parses_with_its_programs_real_parser(
+    platform: Any, dev_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = job_definitions(platform, dev_env)
+    assert set(jobs) == {f"{dev_env}-train", f"{dev_env}-score"}
+    # the training job trains on its data parameter and promotes to staging
+    command, defaults = jobs[f"{dev_env}-train"]
+    training = parse_job_command(command, monkeypatch)
+    assert training.data == defaults["data"] and training.data.startswith("s3://")
+    assert training.promote == "staging"
+    # the scoring job runs `dsc score` on its model, input and output parameters
+    command, defaults = jobs[f"{dev_env}-score"]
+    scoring = parse_job_command(command, monkeypatch)
+    assert scoring.run.__name__ == "cmd_score"
+    assert (scoring.model, scoring.input, scoring.output) == (
+        defaults["model"],
+        defaults["input"],
+        defaults["output"],
+    )
+
+
+@pytest.mark.parametrize("job", ["train", "score"])
+def test_a_flag_the_program_does_not_know_fails_the_parse(
+    platform: Any, dev_env: str, monkeypatch: pytest.MonkeyPatch, job: str
+) -> None:
+    # given a job command as a stack might drift into writing it
+    command = [*job_definitions(platform, dev_env)[f"{dev_env}-{job}"][0], "--no-such-flag", "x"]
+    # then the real parser refuses it, so the contract test above would fail
+    with pytest.raises(SystemExit) as refused:
+        parse_job_command(command, monkeypatch)
+    assert refused.value.code == 2
 
 
 # Each case: the reference, and whether cdk.json may name it (an alias).

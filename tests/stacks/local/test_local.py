@@ -8,13 +8,20 @@ been checked.
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
+from dscloud.settings import Settings
 from stacks.local import server
-from stacks.local.__main__ import up
+from stacks.local.__main__ import environment_exports, up
 from stacks.local.deploy import Deployment
 from stacks.local.verify import Report
 
@@ -23,10 +30,16 @@ ENVIRONMENT = "dsc-recs-dev"
 
 
 @pytest.fixture(scope="module")
+def local_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the local run keeps its server state and outputs file."""
+    return tmp_path_factory.mktemp("local-state")
+
+
+@pytest.fixture(scope="module")
 def local_run(
-    tmp_path_factory: pytest.TempPathFactory,
+    local_state: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Deployment, Report, Report, list[str]]]:
-    state = tmp_path_factory.mktemp("local-state")
+    state = local_state
     lines: list[str] = []
     try:
         deployment, resources, lifecycle = up(
@@ -95,3 +108,50 @@ def test_the_lifecycle_runs_from_the_deployed_definitions(
     assert any(
         line.startswith("where everything is") or "where everything is" in line for line in lines
     )
+
+
+def _exported(lines: str) -> dict[str, str]:
+    variables = {}
+    for line in lines.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        variables[name] = shlex.split(value, comments=True)[0]
+    return variables
+
+
+def test_the_deployed_environment_is_driven_from_its_outputs(
+    local_run: tuple[Deployment, Report, Report, list[str]], local_state: Path
+) -> None:
+    deployment = local_run[0]
+    # given the export lines `make local-env` prints for the running deploy
+    env = _exported(environment_exports(ENVIRONMENT, None, state_dir=local_state))
+
+    # then they name the deployed resources, and the runtime's Settings reads them
+    assert env["DSC_ARCHIVE"] == deployment.output("Archive", "ArchiveUri")
+    assert env["DSC_STREAM"] == deployment.output("Online", "StreamName")
+    settings = Settings.from_env(env)
+    assert settings.archive == env["DSC_ARCHIVE"]
+    assert settings.predictions_table == deployment.output("Online", "PredictionsTableName")
+    assert settings.rejects_queue_url == deployment.output("Online", "RejectsQueueUrl")
+    assert settings.s3_endpoint == env["AWS_ENDPOINT_URL"]
+    aws: Any = boto3.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    endpoint = env["AWS_ENDPOINT_URL"]
+    aws.client("s3", endpoint_url=endpoint).head_bucket(Bucket=env["DSC_ARCHIVE_BUCKET"])
+    aws.client("kinesis", endpoint_url=endpoint).describe_stream(StreamName=env["DSC_STREAM"])
+    aws.client("dynamodb", endpoint_url=endpoint).describe_table(
+        TableName=env["DSC_PREDICTIONS_TABLE"]
+    )
+    # and `dsc` with nothing but those variables finds what the lifecycle published
+    listed = subprocess.run(
+        [sys.executable, "-m", "dscloud.cli", "list"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "churn" in listed.stdout
