@@ -22,6 +22,7 @@ import pytest
 from dscloud.envelope import Artifact
 from dscloud.settings import Settings
 from stacks.config import ServingSettings
+from stacks.serving import memory_budget_bytes
 from tests.docker.conftest import IMAGE_UID, Container
 from tests.runtime.server.test_oip import as_records, oip_request
 
@@ -201,22 +202,22 @@ def test_unreadable_archive_is_one_line(run_container: Any, tmp_path: Path) -> N
     assert "Permission denied" in lines[-1] and f"uid {IMAGE_UID}" in lines[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 (hardening): concurrent maximum-size CSV bodies exceed the default "
-    "task's memory; the server needs a memory-bounded parser and an in-flight budget",
-)
 def test_concurrent_maximum_bodies_fit_the_default_task_memory(
     run_container: Any, image_archive: Path, churn_artifact: Artifact
 ) -> None:
-    # given: the default Fargate task's memory, no swap (Fargate has none), and 8 bodies
-    # just under the server's body limit
-    memory = f"{ServingSettings().memory_mib}m"
+    # given: the default Fargate task's memory, no swap (Fargate has none), the in-flight
+    # memory budget the serving stack derives from it, and 8 bodies just under the limit
+    task_mib = ServingSettings().memory_mib
+    memory = f"{task_mib}m"
     container: Container = run_container(
         "dsc-serving",
         port=True,
         volumes={image_archive: f"{ARCHIVE}:ro"},
-        env={"DSC_ARCHIVE": ARCHIVE, "DSC_MODELS": "churn@production"},
+        env={
+            "DSC_ARCHIVE": ARCHIVE,
+            "DSC_MODELS": "churn@production",
+            "DSC_MEMORY_BUDGET_BYTES": str(memory_budget_bytes(task_mib)),
+        },
         options=("--memory", memory, "--memory-swap", memory),
     )
     container.wait_ready()
