@@ -229,27 +229,25 @@ def _drift(shards: list[ShardManifest], baseline_of: BaselineOf | None) -> dict[
 
 def read_success(location: Location) -> dict[str, Any] | None:
     """The run summary in ``_SUCCESS``, or None when the run has not completed."""
-    try:
-        raw = location.read_bytes(location.join(SUCCESS))
-    except FileNotFoundError:
-        return None
-    try:
-        data: dict[str, Any] = json.loads(raw)
-    except ValueError as exc:
-        raise DataError(f"{location.uri}/{SUCCESS}: not a run summary ({exc})") from exc
-    return data
+    return _read_summary(location, SUCCESS)
 
 
 def read_failure(location: Location) -> dict[str, Any] | None:
     """The summary of a run that failed its rejected-share check (``_FAILED``), or None."""
+    return _read_summary(location, FAILED)
+
+
+def _read_summary(location: Location, name: str) -> dict[str, Any] | None:
+    """The run summary in ``name``, or None when there is none. Raises :class:`DataError`
+    when the file is not JSON."""
     try:
-        raw = location.read_bytes(location.join(FAILED))
+        raw = location.read_bytes(location.join(name))
     except FileNotFoundError:
         return None
     try:
         data: dict[str, Any] = json.loads(raw)
     except ValueError as exc:
-        raise DataError(f"{location.uri}/{FAILED}: not a run summary ({exc})") from exc
+        raise DataError(f"{location.uri}/{name}: not a run summary ({exc})") from exc
     return data
 
 
