@@ -10,7 +10,6 @@ registered extensions), so the container is removed, not drained.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from dscloud.scorer import Scorer
 from dscloud.stream import local
 from tests.docker.conftest import IMAGE_UID, Container
 from tests.docker.lambda_runtime_api import FUNCTION_ARN, RuntimeApi
+from tests.runtime.stream.conftest import kinesis_event
 
 pytestmark = [pytest.mark.images, pytest.mark.usefixtures("built_images")]
 
 REGION = "us-east-1"
-FIRST_SEQUENCE = 49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
 
 
 @pytest.fixture
@@ -64,31 +63,6 @@ def client(service: str, endpoint: str) -> Any:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-
-
-def kinesis_event(payloads: list[bytes]) -> dict[str, Any]:
-    """A Lambda event for ``payloads`` as the Kinesis event source mapping delivers them."""
-    return {
-        "Records": [
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": f"pk-{i}",
-                    "sequenceNumber": str(FIRST_SEQUENCE + i),
-                    "data": base64.b64encode(data).decode(),
-                    "approximateArrivalTimestamp": 1714564800.0 + i,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"shardId-000000000000:{FIRST_SEQUENCE + i}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/scorer",
-                "awsRegion": REGION,
-                "eventSourceARN": f"arn:aws:kinesis:{REGION}:123456789012:stream/events",
-            }
-            for i, data in enumerate(payloads)
-        ]
-    }
 
 
 def test_function_answers_a_kinesis_batch_through_the_runtime_api(
