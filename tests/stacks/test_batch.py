@@ -172,7 +172,7 @@ def job_role(template: dict[str, Any], job_definition_name: str) -> str:
     raise AssertionError(f"no job definition {job_definition_name}")
 
 
-def test_scoring_role_reads_input_writes_output_and_never_writes_models(
+def test_scoring_role_reads_input_writes_output_and_never_writes_model_versions(
     platform: Any, dev_env: str
 ) -> None:
     env = platform.environments[dev_env].config
@@ -191,10 +191,15 @@ def test_scoring_role_reads_input_writes_output_and_never_writes_models(
 
     assert set(scoring) == {
         f"{MODELS_PREFIX}*",
+        f"{MODELS_PREFIX}*/aliases/*",
+        f"{MODELS_PREFIX}*/audit/*",
         f"{env.batch.input_prefix}*",
         f"{env.batch.output_prefix}*",
     }
     assert "s3:PutObject" not in scoring[f"{MODELS_PREFIX}*"]
+    # a rollout's guard rail: alias records and audit records only, never a version's bytes
+    assert scoring[f"{MODELS_PREFIX}*/aliases/*"] == {"s3:PutObject"}
+    assert scoring[f"{MODELS_PREFIX}*/audit/*"] == {"s3:PutObject"}
     assert "s3:PutObject" not in scoring[f"{env.batch.input_prefix}*"]
     assert "s3:PutObject" in scoring[f"{env.batch.output_prefix}*"]
 

@@ -137,21 +137,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     record, running = rollouts.status(archive, name, alias)
     merged = comparison(archive, name, alias, running) if running is not None else None
     figures = merged.figures() if merged is not None else None
+    events = _rollout_events(archive, name, alias) if args.audit else None
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "alias": record,
-                    "rollout": running.to_dict() if running else None,
-                    "comparison": figures,
-                },
-                indent=2,
-            )
-        )
+        shown: dict[str, Any] = {
+            "alias": record,
+            "rollout": running.to_dict() if running else None,
+            "comparison": figures,
+        }
+        if events is not None:
+            shown["audit"] = events
+        print(json.dumps(shown, indent=2))
         return 0
     print(f"{name}@{alias} -> {record['version']} (set by {record['set_by']})")
-    if args.audit:
-        _print_audit(archive, name, alias)
+    if events:
+        _print_audit(events)
     if running is None:
         print("no rollout")
         return 0
@@ -168,13 +167,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_audit(archive: Archive, name: str, alias: str) -> None:
-    """The alias's rollout events, oldest first: who, when, what, why."""
-    events = [
+def _rollout_events(archive: Archive, name: str, alias: str) -> list[dict[str, Any]]:
+    """The alias's rollout audit records (start, change, promote, abort), oldest first."""
+    return [
         r for r in archive.audit(name) if r.get("event") in _AUDITED and r.get("alias") == alias
     ]
-    if not events:
-        return
+
+
+def _print_audit(events: list[dict[str, Any]]) -> None:
+    """``events`` one a line: when, what, who, from and to, why."""
     print("audit:")
     for r in events:
         before, after = r.get("from") or {}, r.get("to") or {}

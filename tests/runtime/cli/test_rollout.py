@@ -131,6 +131,8 @@ def test_change_moves_shadow_to_canary_and_keeps_unnamed_thresholds(two_versions
     lines = [line.split()[1] for line in out.partition("audit:\n")[2].splitlines()[:2]]
     assert code == 0 and lines == ["start", "change"]
     assert "v1 + candidate 2 in shadow -> v1 + candidate 2 in canary 20%" in out
+    code, out, _ = dsc("rollout", "status", "churn@production", "--audit", "--json")
+    assert [r["event"] for r in json.loads(out)["audit"]] == ["rollout-start", "rollout-change"]
 
 
 def test_change_needs_a_rollout_something_to_change_and_a_reason(two_versions, capsys) -> None:
