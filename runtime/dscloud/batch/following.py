@@ -193,6 +193,7 @@ class Follower:
         self.keys = list(keys)
         self.features = list(features)
         self.comparison = Comparison(current.version or 0, candidate.version or 0)
+        self._answers = self.rollout.router(following.name, following.alias)
 
     def score(self, chunk: Chunk, columns: Mapping[str, Any]) -> Scored:
         """Both versions' predictions of ``chunk``, counted, and the answer to write."""
@@ -248,13 +249,12 @@ class Follower:
         """Per input row, whether its key routes it to the candidate."""
         texts = [pc.cast(chunk.batch.column(k), pa.string()).to_pylist() for k in self.keys]
         keys: Any = texts[0] if len(texts) == 1 else zip(*texts, strict=True)
-        name, alias = self.following.name, self.following.alias
-        answers = self.rollout.answers
+        answers = self._answers
         out = np.zeros(chunk.num_rows, dtype=bool)
         for i, key in enumerate(keys):
             if isinstance(key, tuple):
                 key = None if any(part is None for part in key) else KEY_SEPARATOR.join(key)
-            if key is not None and answers(name, alias, key):
+            if key is not None and answers(key):
                 out[i] = True
         return out
 
