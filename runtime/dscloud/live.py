@@ -32,32 +32,12 @@ from dscloud.errors import (
 from dscloud.rollout import Rollout, status
 from dscloud.scorer import Scorer
 
-__all__ = ["VERDICTS", "LiveModel", "ModelSet", "load_candidate"]
+__all__ = ["LiveModel", "ModelSet"]
 
 log = logging.getLogger("dscloud.live")
 
 #: Failures that are a property of the version's bytes, not of the moment.
-VERDICTS = (ArtifactIntegrityError, EnvelopeError, GoldenMismatchError, ModelLoadError)
-
-
-def load_candidate(
-    archive: Archive, name: str, alias: str, rollout: Rollout, *, threads: int = 1
-) -> Scorer:
-    """The rollout's candidate, verified like any version (sha256, goldens) and with the
-    sha256 the rollout record vouches for. Every runtime that follows a rollout loads it
-    here. Raises one of :data:`VERDICTS` when the candidate must not score (its bytes), or
-    :class:`~dscloud.errors.DscError` / ``OSError`` when the archive could not be read.
-    """
-    candidate = Scorer(archive.load(Ref(name=name, version=rollout.candidate)), threads=threads)
-    if candidate.sha256 != rollout.candidate_sha256:
-        raise ArtifactIntegrityError(
-            path=f"{archive.uri}/models/{name}/aliases/{alias}.json",
-            what="the candidate's sha256",
-            actual=rollout.candidate_sha256,
-            source=f"{candidate.name}@{candidate.version} records",
-            expected=candidate.sha256,
-        )
-    return candidate
+_VERDICTS = (ArtifactIntegrityError, EnvelopeError, GoldenMismatchError, ModelLoadError)
 
 
 class LiveModel:
@@ -116,15 +96,21 @@ class LiveModel:
             if rollout.id == self._refused_rollout[0]:
                 self.last_error = self._refused_rollout[1]  # still refused: keep saying so
                 return
-            candidate = load_candidate(
-                self.archive, self.ref.name, self.ref.alias, rollout, threads=self.threads
-            )
+            candidate = self._load(Ref(name=self.ref.name, version=rollout.candidate))
+            if candidate.sha256 != rollout.candidate_sha256:
+                raise ArtifactIntegrityError(
+                    path=f"{self.archive.uri}/models/{self.ref.name}/aliases/{self.ref.alias}.json",
+                    what="the candidate's sha256",
+                    actual=rollout.candidate_sha256,
+                    source=f"{candidate.name}@{candidate.version} records",
+                    expected=candidate.sha256,
+                )
         except Exception as exc:  # a poller must survive anything the archive hands it
             self.following = None
             self.last_error = (
                 str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
             )
-            if isinstance(exc, VERDICTS) and rollout is not None:
+            if isinstance(exc, _VERDICTS) and rollout is not None:
                 self._refused_rollout = (rollout.id, self.last_error)
             log.warning(
                 "not following the rollout of %s: %s",
@@ -174,7 +160,7 @@ class LiveModel:
             self.public_error = _public(exc, self.ref.name, version)
             # A version that fails verification stays refused; a read that failed may succeed
             # on the next poll.
-            if isinstance(exc, VERDICTS):
+            if isinstance(exc, _VERDICTS):
                 self._refused = version
             log.warning(
                 "keeping %s@%s: %s",

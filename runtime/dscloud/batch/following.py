@@ -8,7 +8,8 @@ over shards that scored different versions. ``--no-rollout`` scores with the ser
 version alone.
 
 Each chunk is scored by the serving version and by the candidate (verified like any
-version, its sha256 checked against the rollout record: :func:`dscloud.live.load_candidate`),
+version, its sha256 checked against the rollout record, its interface against the serving
+version's: :func:`dscloud.rollout.load_candidate`),
 and both predictions are counted in a :class:`~dscloud.rollout_compare.Comparison`. What a
 part holds:
 
@@ -60,9 +61,8 @@ from dscloud.batch.arrays import arrow_array, arrow_strings
 from dscloud.batch.formats import Chunk
 from dscloud.batch.manifest import Judge
 from dscloud.batch.writer import MODEL_COLUMNS, prediction_table
-from dscloud.errors import ConfigError, DataError, NotFoundError
-from dscloud.live import VERDICTS, load_candidate
-from dscloud.rollout import Rollout, status
+from dscloud.errors import ConfigError, DataError
+from dscloud.rollout import CANDIDATE_REFUSALS, Rollout, load_candidate, status
 from dscloud.rollout_compare import Comparison
 from dscloud.rollout_guard import guard, record_comparison
 from dscloud.scorer import Predictions, Scorer
@@ -137,16 +137,24 @@ class Candidate:
     refused: str | None = None
 
 
-def open_candidate(archive: str, following: Following, *, threads: int = 1) -> Candidate:
-    """The pinned rollout's candidate, verified; a candidate whose bytes fail (sha256,
-    goldens, ONNX Runtime, missing) is refused with the reason, logged, and never scores.
-    Raises what reading the archive raises otherwise (the shard fails and can be re-run)."""
+def open_candidate(
+    archive: str, following: Following, serving: Scorer, *, threads: int = 1
+) -> Candidate:
+    """The pinned rollout's candidate, verified; a candidate that fails (sha256, goldens,
+    ONNX Runtime, missing, an interface ``serving``'s rows do not fit) is refused with the
+    reason, logged, and never scores. Raises what reading the archive raises otherwise (the
+    shard fails and can be re-run)."""
     rollout = following.rollout
     try:
         scorer = load_candidate(
-            Archive.open(archive), following.name, following.alias, rollout, threads=threads
+            Archive.open(archive),
+            following.name,
+            following.alias,
+            rollout,
+            serving,
+            threads=threads,
         )
-    except (*VERDICTS, NotFoundError) as exc:
+    except CANDIDATE_REFUSALS as exc:
         why = f"candidate {following.name}@{rollout.candidate} refused: {exc}"
         log.warning("scoring with the serving version only: %s", why)
         return Candidate(None, why)

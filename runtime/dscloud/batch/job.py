@@ -138,11 +138,12 @@ def load_scorer(job: ScoreJob) -> Scorer:
     return Scorer(Archive.open(job.archive).load(job.model), threads=job.threads)
 
 
-def load_candidate(job: ScoreJob) -> Candidate | None:
-    """The candidate of the rollout ``job`` follows (or why it is refused); None without one."""
+def load_candidate(job: ScoreJob, serving: Scorer) -> Candidate | None:
+    """The candidate of the rollout ``job`` follows, beside ``serving`` (or why it is
+    refused); None without a rollout."""
     if job.following is None:
         return None
-    return open_candidate(job.archive, job.following, threads=job.threads)
+    return open_candidate(job.archive, job.following, serving, threads=job.threads)
 
 
 def run_shard(
@@ -170,7 +171,7 @@ def run_shard(
     source, out = job.location(job.input), job.location(job.output)
     baseline = Baseline.of(scorer.envelope.data) if job.drift else None
     if job.following is not None and candidate is None:
-        candidate = load_candidate(job)
+        candidate = load_candidate(job, scorer)
     rollout = (
         job.following.record(refused=candidate.refused)
         if job.following is not None and candidate is not None
@@ -406,7 +407,7 @@ def _worker(job: ScoreJob, index: int, plan: ShardPlan) -> ShardManifest:
     if scorer is None:
         scorer = _shared["scorer"] = load_scorer(job)
     if "candidate" not in _shared:
-        _shared["candidate"] = load_candidate(job)
+        _shared["candidate"] = load_candidate(job, scorer)
 
     def report(done: int, rejected: int, total: int | None) -> None:
         _shared["done"][index] = done
@@ -460,7 +461,7 @@ def run_local(
     progress = Progress(None, stream=stream, tty=tty, interval=job.log_seconds)
     if workers <= 1:
         scorer = load_scorer(job)
-        candidate = load_candidate(job)
+        candidate = load_candidate(job, scorer)
         finished: list[ShardManifest] = []
         base = {"done": 0, "rejected": 0}
 
