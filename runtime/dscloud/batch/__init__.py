@@ -18,7 +18,8 @@ Modules: :mod:`~dscloud.batch.plan` (which rows belong to which shard),
 :mod:`~dscloud.batch.formats` (one class per input format, and their registry),
 :mod:`~dscloud.batch.reader` (Arrow columns to the scorer's) and
 :mod:`~dscloud.batch.writer` (streaming output),
-:mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.job` (one shard, or
+:mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.metrics` (a
+completed run's drift figures to CloudWatch), :mod:`~dscloud.batch.job` (one shard, or
 all of them in a process pool). pyarrow is imported here and nowhere else in the runtime.
 """
 
@@ -35,6 +36,7 @@ from dscloud.batch.manifest import (
     read_failure,
     read_success,
 )
+from dscloud.batch.metrics import MetricsTarget
 from dscloud.batch.plan import RowGroup, ShardPlan, WorkUnit
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "Format",
     "InputFile",
     "Location",
+    "MetricsTarget",
     "RowGroup",
     "ScoreJob",
     "ShardManifest",

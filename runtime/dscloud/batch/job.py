@@ -40,6 +40,7 @@ from dscloud.batch.manifest import (
     now,
     read_success,
 )
+from dscloud.batch.metrics import MetricsTarget, publish_drift
 from dscloud.batch.pipeline import Stage, prefetch
 from dscloud.batch.plan import ShardPlan, WorkUnit
 from dscloud.batch.progress import Progress
@@ -91,6 +92,8 @@ class ScoreJob:
     max_rejected_share: float = 1.0
     #: Count drift against the model's baseline into the manifests (``--no-drift``: off).
     drift: bool = True
+    #: Where a completed run publishes its drift figures (None: nowhere, as in local runs).
+    metrics: MetricsTarget | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
@@ -147,13 +150,7 @@ def run_shard(
     done = _completed(out, index, plan, model)
     if done is not None:
         log.info("shard %d of %d already complete; not redone", index, plan.count)
-        finalize(
-            out,
-            plan.count,
-            require=False,
-            max_rejected_share=job.max_rejected_share,
-            baseline_of=lambda _: baseline,
-        )
+        _complete(job, out, plan.count, baseline)
         return done
     _forget_other_run(out, plan, model)
     _clean_temporaries(out, index, plan.count)
@@ -254,14 +251,22 @@ def run_shard(
     seconds["total"] = time.perf_counter() - t0
     manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}
     out.write_bytes(out.join(manifest_name(index, plan.count)), manifest.to_json())
+    _complete(job, out, plan.count, baseline)
+    return manifest
+
+
+def _complete(job: ScoreJob, out: Location, count: int, baseline: Baseline | None) -> None:
+    """Write the run's ``_SUCCESS`` if every shard is done, publishing its drift metrics
+    first when ``job.metrics`` says where (the one place a run publishes them)."""
+    target = job.metrics
     finalize(
         out,
-        plan.count,
+        count,
         require=False,
         max_rejected_share=job.max_rejected_share,
         baseline_of=lambda _: baseline,
+        publish_metrics=None if target is None else lambda run: publish_drift(run, target),
     )
-    return manifest
 
 
 def _relative(location: Location, path: str | None) -> str | None:

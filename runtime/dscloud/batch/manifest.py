@@ -18,7 +18,9 @@ one completes without re-scoring.
 Each manifest carries the shard's drift counts (``"drift"``, :mod:`dscloud.drift`) when the
 model has a training baseline; ``_SUCCESS`` adds them up and carries the run's drift
 report (``"drift"``: PSI per feature and for the predictions, ranked), the same figures
-one pass over every row would give.
+one pass over every row would give. A job configured to publish them as CloudWatch metrics
+(:mod:`dscloud.batch.metrics`) does so just before ``_SUCCESS`` is written and notes the
+outcome in it (``"metrics"``).
 
 ``_SUCCESS`` refuses to appear when shards disagree on the plan (the input changed between
 children) or on the model (an alias moved mid-run): the message says which shards to re-run.
@@ -112,6 +114,8 @@ def read_manifest(location: Location, path: str) -> ShardManifest:
 
 #: The training baseline of the model a run's manifests name (``{"name", "version", ...}``).
 BaselineOf = Callable[[Mapping[str, Any]], Baseline | None]
+#: Publishes a complete run's metrics from its summary; returns the note ``_SUCCESS`` keeps.
+PublishMetrics = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 def finalize(
@@ -121,12 +125,15 @@ def finalize(
     require: bool = True,
     max_rejected_share: float = 1.0,
     baseline_of: BaselineOf | None = None,
+    publish_metrics: PublishMetrics | None = None,
 ) -> dict[str, Any] | None:
     """Write ``_SUCCESS`` when all ``count`` shards have manifests; returns its content.
 
     With ``require`` False, returns None when shards are still missing (the last shard to
     finish writes it). ``baseline_of`` gives the model's baseline, to merge the shards'
-    drift counts into the run's report (``"drift"``; None when it cannot). Raises
+    drift counts into the run's report (``"drift"``; None when it cannot).
+    ``publish_metrics`` is called with the summary of a complete run (not of a failed one)
+    before ``_SUCCESS`` is written, and what it returns is kept as ``"metrics"``. Raises
     :class:`ConfigError` when shards are missing (``require``) or disagree on the plan or
     the model, and :class:`DataError` (after writing ``_FAILED``) when more than
     ``max_rejected_share`` of the run's rows were rejected.
@@ -202,6 +209,8 @@ def finalize(
         _write_summary(location, FAILED, summary)
         location.delete(location.join(SUCCESS))
         raise DataError(f"{location.uri}: run failed: {reason}")
+    if publish_metrics is not None:
+        summary["metrics"] = publish_metrics(summary)
     _write_summary(location, SUCCESS, summary)
     location.delete(location.join(FAILED))
     location.tidy()  # every shard is done: nothing is in flight

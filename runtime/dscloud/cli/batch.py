@@ -149,6 +149,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         threads=settings.threads,
         max_rejected_share=settings.max_rejected_share,
         drift=args.drift,
+        metrics=(
+            batch.MetricsTarget(settings.metrics_namespace, settings.metrics_service)
+            if settings.metrics_namespace
+            else None
+        ),
     )
     manifests = batch.run_local(job, workers=workers, shards=shards)
     rows_in = sum(m.rows_in for m in manifests)
