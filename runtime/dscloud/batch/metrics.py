@@ -27,7 +27,9 @@ either way. An AWS error is logged and noted in ``_SUCCESS`` (``"metrics": {"err
 the client's timeouts and retries are bounded so a missing endpoint cannot hold the job.
 Unset ``DSC_METRICS_NAMESPACE`` (local runs) publishes nothing and notes nothing. Several
 shards may finish last at once and each publish the same figures: a duplicate datapoint
-changes no ``Maximum``, which is what the alarms read.
+changes no ``Maximum``, which is what the alarms read; a re-run over a complete output
+publishes again. ``dsc score --finalize`` writes ``_SUCCESS`` without publishing: the
+nightly array job never calls it (its last child completes the run).
 """
 
 from __future__ import annotations
