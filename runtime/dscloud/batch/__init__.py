@@ -18,7 +18,8 @@ Modules: :mod:`~dscloud.batch.plan` (which rows belong to which shard),
 :mod:`~dscloud.batch.formats` (one class per input format, and their registry),
 :mod:`~dscloud.batch.reader` (Arrow columns to the scorer's) and
 :mod:`~dscloud.batch.writer` (streaming output),
-:mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.following` (both
+:mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.metrics` (a
+completed run's drift figures to CloudWatch), :mod:`~dscloud.batch.following` (both
 versions of an alias's rollout), :mod:`~dscloud.batch.job` (one shard, or all of them in a
 process pool). pyarrow is imported here and nowhere else in the runtime.
 """
@@ -37,6 +38,7 @@ from dscloud.batch.manifest import (
     read_failure,
     read_success,
 )
+from dscloud.batch.metrics import MetricsTarget
 from dscloud.batch.plan import RowGroup, ShardPlan, WorkUnit
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "Format",
     "InputFile",
     "Location",
+    "MetricsTarget",
     "RowGroup",
     "ScoreJob",
     "ShardManifest",

@@ -52,6 +52,7 @@ from dscloud.batch.manifest import (
     read_success,
     rollout_pin,
 )
+from dscloud.batch.metrics import MetricsTarget, publish_drift
 from dscloud.batch.pipeline import Stage, prefetch
 from dscloud.batch.plan import ShardPlan, WorkUnit
 from dscloud.batch.progress import Progress
@@ -108,6 +109,8 @@ class ScoreJob:
     #: Follow a rollout on the model's alias (``--no-rollout``: off).
     rollout: bool = True
     following: Following | None = None
+    #: Where a completed run publishes its drift figures (None: nowhere, as in local runs).
+    metrics: MetricsTarget | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
@@ -180,7 +183,7 @@ def run_shard(
     done = _completed(out, index, plan, model, rollout)
     if done is not None:
         log.info("shard %d of %d already complete; not redone", index, plan.count)
-        _finalize(job, out, plan, baseline)
+        _complete(job, out, plan, baseline)
         return done
     _forget_other_run(out, plan, model, rollout)
     _clean_temporaries(out, index, plan.count)
@@ -301,12 +304,15 @@ def run_shard(
     # After the manifest: a re-run finds the shard complete and never records it twice.
     if follower is not None:
         follower.record(job.archive)
-    _finalize(job, out, plan, baseline)
+    _complete(job, out, plan, baseline)
     return manifest
 
 
-def _finalize(job: ScoreJob, out: Location, plan: ShardPlan, baseline: Baseline | None) -> None:
-    """Write ``_SUCCESS`` if every shard is done (judging the rollout's guard rail once)."""
+def _complete(job: ScoreJob, out: Location, plan: ShardPlan, baseline: Baseline | None) -> None:
+    """Write the run's ``_SUCCESS`` if every shard is done: judging the rollout's guard rail
+    once, and publishing its drift metrics first when ``job.metrics`` says where (the one
+    place a run publishes them)."""
+    target = job.metrics
     finalize(
         out,
         plan.count,
@@ -314,6 +320,7 @@ def _finalize(job: ScoreJob, out: Location, plan: ShardPlan, baseline: Baseline 
         max_rejected_share=job.max_rejected_share,
         baseline_of=lambda _: baseline,
         judge=guard_run(job.archive) if job.following is not None else None,
+        publish_metrics=None if target is None else lambda run: publish_drift(run, target),
     )
 
 

@@ -18,7 +18,9 @@ one completes without re-scoring.
 Each manifest carries the shard's drift counts (``"drift"``, :mod:`dscloud.drift`) when the
 model has a training baseline; ``_SUCCESS`` adds them up and carries the run's drift
 report (``"drift"``: PSI per feature and for the predictions, ranked), the same figures
-one pass over every row would give.
+one pass over every row would give. A job configured to publish them as CloudWatch metrics
+(:mod:`dscloud.batch.metrics`) does so just before ``_SUCCESS`` is written and notes the
+outcome in it (``"metrics"``).
 
 ``_SUCCESS`` refuses to appear when shards disagree on the plan (the input changed between
 children), on the model (an alias moved mid-run) or on the rollout they followed (it
@@ -142,6 +144,10 @@ def rollout_pin(rollout: Mapping[str, Any] | None) -> str | None:
     return json.dumps(pinned, sort_keys=True)
 
 
+#: Publishes a complete run's metrics from its summary; returns the note ``_SUCCESS`` keeps.
+PublishMetrics = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
 def finalize(
     location: Location,
     count: int,
@@ -150,13 +156,16 @@ def finalize(
     max_rejected_share: float = 1.0,
     baseline_of: BaselineOf | None = None,
     judge: Judge | None = None,
+    publish_metrics: PublishMetrics | None = None,
 ) -> dict[str, Any] | None:
     """Write ``_SUCCESS`` when all ``count`` shards have manifests; returns its content.
 
     With ``require`` False, returns None when shards are still missing (the last shard to
     finish writes it). ``baseline_of`` gives the model's baseline, to merge the shards'
     drift counts into the run's report (``"drift"``; None when it cannot). ``judge`` is the
-    guard rail of a run that followed a rollout, called before ``_SUCCESS`` is written. Raises
+    guard rail of a run that followed a rollout, called before ``_SUCCESS`` is written.
+    ``publish_metrics`` is called with the summary of a complete run (not of a failed one)
+    before ``_SUCCESS`` is written, and what it returns is kept as ``"metrics"``. Raises
     :class:`ConfigError` when shards are missing (``require``) or disagree on the plan or
     the model, and :class:`DataError` (after writing ``_FAILED``) when more than
     ``max_rejected_share`` of the run's rows were rejected.
@@ -241,6 +250,8 @@ def finalize(
         _write_summary(location, FAILED, summary)
         location.delete(location.join(SUCCESS))
         raise DataError(f"{location.uri}: run failed: {reason}")
+    if publish_metrics is not None:
+        summary["metrics"] = publish_metrics(summary)
     _write_summary(location, SUCCESS, summary)
     location.delete(location.join(FAILED))
     location.tidy()  # every shard is done: nothing is in flight

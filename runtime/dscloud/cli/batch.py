@@ -176,6 +176,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         max_rejected_share=settings.max_rejected_share,
         drift=args.drift,
         rollout=args.rollout,
+        metrics=(
+            batch.MetricsTarget(settings.metrics_namespace, settings.metrics_service)
+            if settings.metrics_namespace
+            else None
+        ),
     )
     manifests = batch.run_local(job, workers=workers, shards=shards)
     rows_in = sum(m.rows_in for m in manifests)
