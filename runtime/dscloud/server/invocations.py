@@ -19,6 +19,7 @@ import orjson
 from dscloud.cells import parse_cells
 from dscloud.columns import MISSING
 from dscloud.errors import PayloadError, UnsupportedMediaError
+from dscloud.json_input import named_columns, rows_to_columns, tensor_rows
 from dscloud.schema import OUTPUT_KINDS, Schema
 from dscloud.scorer import Predictions, Scorer
 from dscloud.server.protocols import Batch, check_known, loads
@@ -100,20 +101,7 @@ def _from_split(value: Any, schema: Schema) -> Batch:
 
 
 def _transpose(names: list[str], rows: list[Any], field: str) -> Batch:
-    width = len(names)
-    # One C pass over the rows' types and lengths; the loop that names the first bad row
-    # runs only when there is one.
-    if not {list}.issuperset(map(type, rows)) or not {width}.issuperset(map(len, rows)):
-        for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != width:
-                got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-                raise PayloadError(
-                    f"{field}[{i}]: expected a list of {width} values ({names}), got {got}",
-                    field=field,
-                    row=i,
-                )
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return Batch(dict(zip(names, columns, strict=True)), len(rows))
+    return Batch(rows_to_columns(rows, names, field), len(rows))
 
 
 def _from_records(value: Any, schema: Schema, fmt: str) -> Batch:
@@ -137,23 +125,11 @@ def _from_records(value: Any, schema: Schema, fmt: str) -> Batch:
 
 
 def _from_columns(value: dict[str, Any], schema: Schema) -> Batch:
-    matrix = schema.matrix_input
-    if matrix is not None and list(value) == [matrix] and matrix not in schema.names:
-        # MLflow's tensor form by ONNX input name, {"inputs": {"X": [[...], ...]}}: for a
-        # model with one [N, k] input, each row lists the columns in the schema's order.
-        return _from_rows(value[matrix], schema, f"inputs.{matrix}")
+    rows = tensor_rows(value, schema.names, schema.matrix_input)
+    if rows is not None:
+        return _from_rows(rows, schema, f"inputs.{schema.matrix_input}")
     check_known(schema, list(value))
-    n_rows: int | None = None
-    for name, values in value.items():
-        if not isinstance(values, list):
-            raise PayloadError(f'"inputs.{name}" must be a list of values', field=name)
-        if n_rows is not None and len(values) != n_rows:
-            raise PayloadError(
-                f'"inputs.{name}" has {len(values)} values, earlier columns have {n_rows}',
-                field=name,
-            )
-        n_rows = len(values)
-    return Batch(dict(value), n_rows or 0)
+    return Batch(*named_columns(value, "inputs"))
 
 
 def _from_rows(value: Any, schema: Schema, fmt: str) -> Batch:
