@@ -44,13 +44,17 @@ def decode_invocations(body: bytes, content_type: str, schema: Schema) -> Batch:
     """
     media = content_type.partition(";")[0].strip().lower()
     if is_csv(media):
-        return _from_csv(body, schema)
-    if media in _JSON_TYPES or media.endswith("+json"):
-        return _from_json(loads(body), schema)
-    raise UnsupportedMediaError(
-        f"content type {media!r} is not supported; send application/json "
-        f"({', '.join(INVOCATION_FORMATS)}) or text/csv with a header row"
-    )
+        batch = _from_csv(body, schema)
+    elif media in _JSON_TYPES or media.endswith("+json"):
+        batch = _from_json(loads(body), schema)  # the parsed document is freed on return
+    else:
+        raise UnsupportedMediaError(
+            f"content type {media!r} is not supported; send application/json "
+            f"({', '.join(INVOCATION_FORMATS)}) or text/csv with a header row"
+        )
+    if isinstance(batch.columns, dict):
+        schema.compact(batch.columns, batch.n_rows)
+    return batch
 
 
 def _from_json(payload: Any, schema: Schema) -> Batch:
