@@ -26,7 +26,7 @@ import numpy.typing as npt
 from dscloud.columns import DTYPES, F32_MAX, MISSING, Column, convert, encodable, exact
 from dscloud.errors import EnvelopeError, SchemaError
 
-__all__ = ["DTYPES", "OUTPUT_KINDS", "Column", "Encoded", "Output", "Schema"]
+__all__ = ["DTYPES", "OUTPUT_KINDS", "SHARE_ROWS", "Column", "Encoded", "Output", "Schema"]
 
 #: The outputs a model can have, in the order every answer lists them.
 OUTPUT_KINDS = ("label", "probabilities", "value")
