@@ -131,8 +131,15 @@ class OnlinePath(Construct):
             encryption_key=self.key,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        # The online key, like the queues and table: a reject's reason in these logs may quote
+        # a record's values. The serving and batch logs use CloudWatch's own encryption
+        # (checkov CKV_AWS_158, justified in docs/security.md).
         self.log_group = log_group(
-            self, "ScorerLogs", name=f"/aws/lambda/{config.name}-scorer", days=config.retention_days
+            self,
+            "ScorerLogs",
+            name=f"/aws/lambda/{config.name}-scorer",
+            days=config.retention_days,
+            key=self.key,
         )
         # Own role instead of the AWS managed basic-execution policy: logs to this group only.
         self.role = iam.Role(
