@@ -114,6 +114,7 @@ class BatchCluster(Construct):
                 for order, env in enumerate(environments, start=1)
             ],
         )
+        # CloudWatch Logs' own encryption (checkov CKV_AWS_158, see stacks/retention.py).
         self.log_group = log_group(
             self, "Logs", name=f"/aws/batch/{config.name}", days=config.retention_days
         )
