@@ -398,3 +398,46 @@ def test_the_docs_name_every_rollout_metric(page: str) -> None:
     text = (ROOT / page).read_text(encoding="utf-8")
     for name, _ in ROLLOUT_METRICS:
         assert f"`{name}`" in text, f"{page} does not name {name}"
+
+
+def test_a_batch_split_around_a_crashing_record_is_compared_row_for_row(
+    archive: Archive,
+    aws: Aws,
+    monkeypatch: pytest.MonkeyPatch,
+    churn_artifact: Artifact,
+    churn_retrained: Artifact,
+) -> None:
+    # given a record that crashes any scoring call it is in (the handler halves the batch
+    # around it, so the serving version's outputs come from several calls)
+    score_records = Scorer.score_records
+
+    def scoring(self: Scorer, records: Any) -> Any:
+        if any(r.get("tenure_months") == 31337 for r in records):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : crash")
+        return score_records(self, records)
+
+    rollout = begin(archive, "canary", 0.5)
+    rows = feature_rows(60, seed=11)
+    app = stream_scorer(archive, aws)
+    monkeypatch.setattr(Scorer, "score_records", scoring)
+    batch = [payload(f"e{i}", r) for i, r in enumerate(rows)]
+    batch.insert(23, payload("p-crash", {**rows[0], "tenure_months": 31337}))
+
+    assert app.handle(kinesis_event(batch), FakeContext()) == {"batchItemFailures": []}
+
+    # then the candidate compared exactly the 60 written rows, in their order
+    monkeypatch.undo()
+    direct = Comparison(1, 2)
+    candidate_preds = Scorer(churn_retrained).score_records(rows)
+    direct.add(Scorer(churn_artifact).score_records(rows), candidate_preds, inputs=rows)
+    assert app.rollouts is not None and app.rollouts.total is not None
+    assert comparable(app.rollouts.total) == comparable(direct)
+    items = table_items(aws)
+    assert "p-crash" not in items and len(items) == 60
+    for i in range(60):
+        if rollout.answers("churn", "production", f"e{i}"):
+            item = items[f"e{i}"]
+            assert item["model_version"]["N"] == "2"
+            assert float(item["score"]["N"]) == pytest.approx(
+                float(candidate_preds.probabilities[i][1])
+            )
