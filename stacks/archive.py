@@ -31,7 +31,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.compliance import acknowledge, grant_under_prefix
+from stacks.compliance import acknowledge, acknowledge_wildcard_resource, grant_under_prefix
 from stacks.config import EnvironmentConfig
 from stacks.retention import retained_key
 
@@ -157,6 +157,35 @@ class Archive(Construct):
     def grant_write_models(self, role: iam.IRole) -> None:
         """Let `role` publish models and move aliases (training jobs)."""
         self.grant_write_prefix(role, MODELS_PREFIX, purpose="Publishes model artifacts")
+
+    def grant_rollout_abort(self, role: iam.IRole) -> None:
+        """Let a runtime's `role` abort a rollout it guards: ``s3:PutObject`` on alias records
+        and audit records only (nothing under versions/), and the data key to encrypt them.
+
+        Why a reader writes at all (docs/security.md): a rollout's guard rails abort it in
+        whichever runtime sees the breach first (docs/rollout.md), which is one
+        compare-and-swap of the alias record plus an audit record; a runtime also records
+        its comparison counts as audit records. The bucket policy above still applies to
+        these writes: an alias is replaced only with ``If-Match`` (the ETag the runtime
+        read), an audit record is only created (``If-None-Match``), and versions stay out of
+        reach, so this grant can neither publish a model nor rewrite or delete history.
+        """
+        partition = cdk.Stack.of(role).partition
+        reason = (
+            "Aborts a rollout whose guard rails it sees breached and records comparisons: "
+            "alias and audit records of any model, whose names are chosen at run time; the "
+            "bucket policy allows only compare-and-swap (If-Match) and create-only writes there."
+        )
+        resources = [
+            f"arn:{partition}:s3:::{self.bucket_name}/{MODELS_PREFIX}*/{part}/*"
+            for part in ("aliases", "audit")
+        ]
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=resources)
+        )
+        for resource in resources:
+            acknowledge_wildcard_resource(role, resource, reason)
+        self.key.grant(role, "kms:GenerateDataKey")
 
     def grant_read_prefix(self, role: iam.IRole, prefix: str, *, purpose: str) -> None:
         """Let `role` read objects under `prefix`, decrypting with the archive key."""

@@ -24,9 +24,9 @@ from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.archive import MODELS_PREFIX, Archive
+from stacks.archive import Archive
 from stacks.assets import AssetSources
-from stacks.compliance import acknowledge, grant_under_prefix
+from stacks.compliance import acknowledge
 from stacks.config import EnvironmentConfig
 from stacks.network import Network
 from stacks.online import METRICS_NAMESPACE
@@ -347,22 +347,9 @@ class BatchStack(cdk.Stack):
         archive.grant_replace_prefix(
             cluster.scoring_role, settings.output_prefix, purpose="Writes scoring output"
         )
-        # A run that follows an alias's rollout records its comparison (an audit record) and,
-        # when the run's figures breach the rollout's thresholds, aborts it: a compare-and-swap
-        # of the alias record plus an audit record (runtime/dscloud/batch/following.py). So
-        # PutObject on those two kinds of keys only; model versions stay read-only.
-        for prefix, purpose in (
-            (f"{MODELS_PREFIX}*/aliases/", "Aborts a rollout that breached its thresholds"),
-            (f"{MODELS_PREFIX}*/audit/", "Records rollout comparisons and aborts"),
-        ):
-            grant_under_prefix(
-                cluster.scoring_role,
-                bucket_name=archive.bucket_name,
-                prefix=prefix,
-                actions=["s3:PutObject"],
-                purpose=purpose,
-            )
-        archive.key.grant(cluster.scoring_role, "kms:GenerateDataKey")
+        # A run that follows an alias's rollout records its comparison and, when the run's
+        # figures breach the rollout's thresholds, aborts it (runtime/dscloud/batch/following.py).
+        archive.grant_rollout_abort(cluster.scoring_role)
         outputs = {
             "JobQueueName": cluster.job_queue.job_queue_name,
             "JobQueueArn": cluster.job_queue.job_queue_arn,

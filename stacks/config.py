@@ -148,6 +148,8 @@ class StreamSettings:
     drift_window_seconds: int = 300
     drift_min_rows: int = 500
     drift_psi_alarm: float = 0.25
+    # Rollouts: how often the scorer records its comparison in the archive and publishes it.
+    rollout_window_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -380,6 +382,7 @@ def _stream(raw: Mapping[str, Any], key: str) -> StreamSettings:
         "iterator_age_alarm_seconds": (1, 604800),
         "drift_window_seconds": (60, 86400),
         "drift_min_rows": (1, 10_000_000),
+        "rollout_window_seconds": (1, 86400),
     }
     return StreamSettings(
         **{

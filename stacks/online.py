@@ -181,6 +181,7 @@ class OnlinePath(Construct):
                 "DSC_REFRESH_SECONDS": str(config.refresh_seconds),
                 "DSC_DRIFT_WINDOW_SECONDS": str(settings.drift_window_seconds),
                 "DSC_DRIFT_MIN_ROWS": str(settings.drift_min_rows),
+                "DSC_ROLLOUT_WINDOW_SECONDS": str(settings.rollout_window_seconds),
                 "POWERTOOLS_SERVICE_NAME": f"{config.name}-scorer",
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
@@ -315,6 +316,9 @@ class OnlineStack(cdk.Stack):
             self, "Online", config=config, archive_uri=archive.uri, assets=assets
         )
         archive.grant_read_models(self.online.role)
+        # The scorer aborts a rollout whose guard rails it sees breached (alias and audit
+        # records only, under the bucket policy's If-Match rule): docs/security.md.
+        archive.grant_rollout_abort(self.online.role)
         online = self.online
         outputs = {
             "StreamName": online.stream.stream_name,

@@ -211,6 +211,9 @@ class ServingStack(cdk.Stack):
             assets=assets,
         )
         archive.grant_read_models(self.serving.task_role)
+        # The server aborts a rollout whose guard rails it sees breached (alias and audit
+        # records only, under the bucket policy's If-Match rule): docs/security.md.
+        archive.grant_rollout_abort(self.serving.task_role)
         self.endpoint = SignedEndpoint(
             self,
             "Endpoint",

@@ -241,6 +241,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "rollout_window_seconds", ("DSC_ROLLOUT_WINDOW_SECONDS",), "float", 60.0,
+        "how often a runtime following a rollout records its comparison in the archive (a "
+        "`rollout-compare` audit record) and, in the stream, publishes it as metrics; the "
+        "stream judges the guard rails after every batch (docs/rollout.md)",
+        minimum=1,
+    ),
+    Setting(
         "metrics_namespace", ("DSC_METRICS_NAMESPACE",), "text", None,
         "the CloudWatch namespace a completed `dsc score` run publishes its drift figures "
         "to (PutMetricData; the batch stack sets `dscloud`); unset: nothing is published, "
@@ -322,6 +329,7 @@ class Settings:
     drift: int = _default("drift")
     drift_window_seconds: float = _default("drift_window_seconds")
     drift_min_rows: int = _default("drift_min_rows")
+    rollout_window_seconds: float = _default("rollout_window_seconds")
     metrics_namespace: str | None = _default("metrics_namespace")
     metrics_service: str = _default("metrics_service")
     shard_index: int = _default("shard_index")

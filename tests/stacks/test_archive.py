@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -142,7 +143,9 @@ def _s3_object_grants(platform: Any, env: str, stack: str) -> dict[str, set[str]
     return grants
 
 
-def test_readers_are_limited_to_the_models_prefix(platform: Any, dev_env: str) -> None:
+def test_runtimes_read_models_and_write_only_alias_and_audit_records(
+    platform: Any, dev_env: str
+) -> None:
     for stack in ("Serving", "Online"):
         grants = _s3_object_grants(platform, dev_env, stack)
 
@@ -151,7 +154,60 @@ def test_readers_are_limited_to_the_models_prefix(platform: Any, dev_env: str) -
             assert actions == {
                 f"s3:GetObject {MODELS_PREFIX}*",
                 f"s3:GetObjectVersion {MODELS_PREFIX}*",
+                # to abort a rollout (docs/security.md); nothing under versions/
+                f"s3:PutObject {MODELS_PREFIX}*/aliases/*",
+                f"s3:PutObject {MODELS_PREFIX}*/audit/*",
             }
+
+
+def _runtime_role(template: dict[str, Any], stack: str) -> str:
+    """The scorer Lambda's role (Online) or the serving task role (Serving)."""
+    for resource in template["Resources"].values():
+        if stack == "Online" and resource["Type"] == "AWS::Lambda::Function":
+            return str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
+        if stack == "Serving" and resource["Type"] == "AWS::ECS::TaskDefinition":
+            return str(resource["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
+    raise AssertionError(f"no runtime role in {stack}")
+
+
+@pytest.mark.parametrize("stack", ["Online", "Serving"])
+def test_a_runtime_may_abort_a_rollout_and_nothing_more(
+    platform: Any, dev_env: str, stack: str
+) -> None:
+    template = platform.template_json(dev_env, stack)
+    role = _runtime_role(template, stack)
+    bucket = f"arn:aws:s3:::{platform.environments[dev_env].config.name}-archive-"
+    writes = [
+        (actions, resources)
+        for r, actions, resources in platform.grants(template)
+        if r == role and any(a.startswith("s3:Put") or a == "s3:*" for a in actions)
+    ]
+
+    # exactly one statement: PutObject on alias records and audit records of the archive
+    assert len(writes) == 1
+    actions, resources = writes[0]
+    assert actions == ["s3:PutObject"]
+    assert len(resources) == 2 and all(r.startswith(bucket) for r in resources)
+    assert sorted(r.split("/", 1)[1] for r in resources) == [
+        f"{MODELS_PREFIX}*/aliases/*",
+        f"{MODELS_PREFIX}*/audit/*",
+    ]
+    statement = next(
+        st
+        for res in template["Resources"].values()
+        if res["Type"] == "AWS::IAM::Policy"
+        for st in res["Properties"]["PolicyDocument"]["Statement"]
+        if st["Action"] == "s3:PutObject"
+    )
+    assert "Condition" not in statement  # the bucket policy holds the If-Match rule
+    # and the data key to encrypt what it writes (SSE-KMS), besides reading
+    kms = {
+        a
+        for r, acts, resources in platform.grants(template)
+        if r == role and "Archive" in json.dumps(resources)  # the archive stack's key
+        for a in acts
+    }
+    assert kms == {"kms:Decrypt", "kms:GenerateDataKey"}
 
 
 def test_only_training_writes_models(platform: Any, dev_env: str) -> None:

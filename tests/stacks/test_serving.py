@@ -136,7 +136,7 @@ def test_with_a_certificate_the_listener_is_https_and_http_redirects(variant: An
     )
 
 
-def test_task_role_reads_models_only(platform: Any, dev_env: str) -> None:
+def test_task_role_reads_models_and_may_only_abort_rollouts(platform: Any, dev_env: str) -> None:
     template = platform.template_json(dev_env, "Serving")
     task_definition = next(
         r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"
@@ -144,7 +144,16 @@ def test_task_role_reads_models_only(platform: Any, dev_env: str) -> None:
     task_role = task_definition["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
     actions = {a for role, acts, _ in platform.grants(template) if role == task_role for a in acts}
 
-    assert actions == {"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "kms:Decrypt"}
+    # PutObject and GenerateDataKey: alias and audit records only, to abort a rollout
+    # (tests/stacks/test_archive.py holds the exact statement).
+    assert actions == {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    }
 
 
 def test_deployments_roll_back_on_failure(template_of: TemplateOf) -> None:

@@ -18,6 +18,10 @@ See :mod:`dscloud.stream.records` for the exact rules. What happens to a batch:
    replaces a newer one; a stale write counts as done. Records superseded inside the batch
    by a newer one for the same entity are done too. A put DynamoDB refuses as invalid
    (``ValidationException``) is a *reject*.
+   **Rollout**: while the alias has a rollout, the candidate scores those newest
+   predictions' records in one more ONNX call; in canary, the entities it answers get its
+   prediction instead, tagged with its version (:mod:`dscloud.stream.rollout`, which also
+   compares, records and guards).
 4. **Output** (optional): put the written predictions on a Kinesis stream. The table and
    the stream are :class:`~dscloud.stream.sinks.Sink` s, written in order, each taking
    what the one before it wrote (a stale or failed write goes no further).
@@ -62,6 +66,7 @@ them only when not given), never created at import time.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,7 +75,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -83,10 +88,12 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from dscloud.archive import Archive
 from dscloud.errors import ConfigError, PayloadError, SchemaError
 from dscloud.live import LiveModel
+from dscloud.rollout import Rollout
 from dscloud.scorer import Predictions, Scorer
 from dscloud.settings import Settings
 from dscloud.stream.drift import StreamDrift
 from dscloud.stream.records import StreamEvent, parse_payload
+from dscloud.stream.rollout import StreamRollout, take
 from dscloud.stream.sinks import (
     STALE,
     WRITTEN,
@@ -131,6 +138,7 @@ class _Slot:
     event: StreamEvent | None = None
     error: Exception | None = None  # a reject reason or a transient failure
     prediction: Prediction | None = None
+    output: tuple[Predictions, int] | None = None  # the serving version's, for a rollout
     outcome: str = ""  # written, stale, superseded, rejected, failed, deferred
 
     @property
@@ -149,6 +157,8 @@ class StreamScorer:
     later one what the one before it wrote. ``rejects`` gets the records that can never
     be scored. ``drift`` counts the scored rows across invocations and publishes drift
     metrics once per window (:mod:`dscloud.stream.drift`; default: 300 s, 500 rows).
+    ``rollouts`` compares the serving version with a rollout's candidate
+    (:mod:`dscloud.stream.rollout`; made for a model that follows an alias when not given).
     """
 
     def __init__(
@@ -160,6 +170,7 @@ class StreamScorer:
         refresh_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         drift: StreamDrift | None = None,
+        rollouts: StreamRollout | None = None,
     ) -> None:
         self.live = live
         self.sinks = list(sinks)
@@ -167,6 +178,11 @@ class StreamScorer:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.drift = drift if drift is not None else StreamDrift(_publish, clock=clock)
+        if rollouts is None and live.ref.alias is not None:
+            rollouts = StreamRollout(
+                live.archive, live.ref.name, live.ref.alias, _publish_comparison, clock=clock
+            )
+        self.rollouts = rollouts
         self._refreshed_at = clock()
 
     @classmethod
@@ -228,6 +244,16 @@ class StreamScorer:
                 enabled=bool(settings.drift),
                 clock=time.monotonic,
             ),
+            rollouts=StreamRollout(
+                archive,
+                live.ref.name,
+                live.ref.alias,
+                _publish_comparison,
+                window_seconds=settings.rollout_window_seconds,
+                by=f"stream:{logger.service}",
+            )
+            if live.ref.alias is not None
+            else None,
         )
 
     # -- one invocation ----------------------------------------------------------------
@@ -269,11 +295,17 @@ class StreamScorer:
         """Decode, score, write, output and reject; leaves an ``outcome`` on every slot."""
         for slot in slots:
             self._decode(slot)
-        self._score([s for s in slots if s.event is not None])
+        # Read once: the serving version and the rollout come from the same poll.
+        scorer, following = self.live.scorer, self.live.following
+        seconds = self._score(scorer, [s for s in slots if s.event is not None])
         cutoff = len(slots)  # index of the first failure: nothing is sent from there on
 
         # Each sink takes what the one before it wrote; a stale or failed write stops there.
         targets = _newest_per_entity(slots)
+        if following is not None and self.rollouts is not None:
+            rollout, candidate = following
+            if targets and not self.rollouts.judged(rollout):
+                self._compare(rollout, scorer, candidate, targets, seconds)
         for sink in self.sinks:
             before = {id(s) for s in slots[:cutoff]}
             targets = [s for s in targets if id(s) in before]
@@ -295,6 +327,7 @@ class StreamScorer:
         for slot in slots[cutoff:]:
             if slot.outcome != "failed":
                 slot.outcome = "deferred"  # redelivered from the first failure on
+        self._settle(following)
 
     def _decode(self, slot: _Slot) -> None:
         # Every error here comes from the record's bytes alone, so it is a reject.
@@ -310,12 +343,69 @@ class StreamScorer:
                 exc = PayloadError(f"record cannot be decoded ({type(exc).__name__}: {exc})")
             self._fail(slot, exc)
 
-    def _score(self, slots: Sequence[_Slot]) -> None:
+    def _score(self, scorer: Scorer, slots: Sequence[_Slot]) -> float | None:
+        """Score ``slots`` with ``scorer``; returns the seconds its calls took (None: none)."""
         if not slots:
-            return
-        scorer = self.live.scorer
-        for part, preds in self._predict(scorer, list(slots)):
+            return None
+        began = time.perf_counter()
+        parts = self._predict(scorer, list(slots))
+        took = time.perf_counter() - began
+        for part, preds in parts:
             self._keep(scorer, part, preds)
+        return took
+
+    def _compare(
+        self,
+        rollout: Rollout,
+        scorer: Scorer,
+        candidate: Scorer,
+        targets: Sequence[_Slot],
+        seconds: float | None,
+    ) -> None:
+        """Score ``targets`` with the rollout's candidate (one call) and count both versions;
+        in canary, the entities the candidate answers get its prediction."""
+        assert self.rollouts is not None
+        written = [s for s in targets if s.output is not None and s.event is not None]
+        if not written:
+            return
+        rows = [s.event.features for s in written if s.event is not None]
+        current = take([s.output for s in written if s.output is not None])
+        answered = self.rollouts.compare(rollout, scorer, candidate, rows, current, seconds=seconds)
+        if answered is None or rollout.mode != "canary":
+            return
+        classes = answered.classes
+        for i, row in enumerate(answered.rows.tolist()):
+            slot = written[row]
+            if (
+                slot.prediction is None
+                or self.live.answering(slot.prediction.entity_id) is not candidate
+            ):
+                continue
+            outputs = answered.row(i)
+            slot.prediction = dataclasses.replace(
+                slot.prediction,
+                outputs=outputs,
+                score=_score_of(outputs, classes),
+                classes=classes,
+                model=candidate.identity,
+            )
+
+    def _settle(self, following: tuple[Rollout, Scorer] | None) -> None:
+        """After a batch: record and judge the rollout's comparison (or record what is
+        left of an ended one). After a breach, the alias is read again at once, so that
+        the candidate of an aborted rollout scores no further batch here."""
+        if self.rollouts is None:
+            return
+        if following is None:
+            self.rollouts.flush()
+            return
+        rollout = following[0]
+        if self.rollouts.judged(rollout):
+            return
+        self.rollouts.settle(rollout)
+        if self.rollouts.judged(rollout):
+            self._refreshed_at = self.clock()
+            self.live.refresh()
 
     def _predict(self, scorer: Scorer, slots: list[_Slot]) -> list[tuple[list[_Slot], Predictions]]:
         """``slots`` scored in one ONNX call; when that call crashes, each half on its own.
@@ -359,6 +449,7 @@ class StreamScorer:
             slot = slots[row]
             assert slot.event is not None
             outputs = preds.row(i)
+            slot.output = (preds, i)
             slot.prediction = Prediction(
                 entity_id=slot.event.entity_id,
                 event_time=slot.event.event_time,
@@ -430,6 +521,20 @@ class StreamScorer:
 def _publish(name: str, value: float, unit: str) -> None:
     """One drift metric, flushed with the invocation's other metrics (EMF)."""
     metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
+
+
+def _publish_comparison(
+    dimensions: Mapping[str, str], values: Sequence[tuple[str, float, str]]
+) -> None:
+    """One rollout window's metrics, flushed at once as their own EMF document: their
+    dimensions name the model and both versions, which the invocation's other metrics
+    (and the drift alarms, which filter on ``service`` alone) must not carry."""
+    blob = EphemeralMetrics(namespace=metrics.namespace, service=metrics.service)
+    for dimension, label in dimensions.items():
+        blob.add_dimension(name=dimension, value=label)
+    for name, value, unit in values:
+        blob.add_metric(name=name, unit=MetricUnit(unit), value=value)
+    blob.flush_metrics()
 
 
 def _newest_per_entity(slots: Sequence[_Slot]) -> list[_Slot]:
