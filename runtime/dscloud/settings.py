@@ -241,6 +241,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "rollout_window_seconds", ("DSC_ROLLOUT_WINDOW_SECONDS",), "float", 60.0,
+        "how often a server process records the comparison of a rollout it follows in the "
+        "archive and checks it against the rollout's guard rails (on the alias poller's "
+        "thread, so at most as often as DSC_REFRESH_SECONDS)",
+        minimum=1,
+    ),
+    Setting(
         "shard_index", ("AWS_BATCH_JOB_ARRAY_INDEX",), "int", 0,
         "the shard this `dsc score` runs (AWS Batch sets it in each child of an array job)",
         flags=("dsc score --shard-index",), minimum=0,
@@ -311,6 +318,7 @@ class Settings:
     drift: int = _default("drift")
     drift_window_seconds: float = _default("drift_window_seconds")
     drift_min_rows: int = _default("drift_min_rows")
+    rollout_window_seconds: float = _default("rollout_window_seconds")
     shard_index: int = _default("shard_index")
     shard_count: int = _default("shard_count")
     s3_endpoint: str | None = _default("s3_endpoint")
