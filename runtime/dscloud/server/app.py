@@ -16,6 +16,10 @@ between the socket and ``session.run``, and Starlette's middleware, router and
 error table, metrics and access log as every other route; everything else (health,
 metadata, metrics, 404/405) is Starlette.
 
+While an alias runs a rollout, :mod:`~dscloud.server.rollout` picks the scorer that
+answers (canary) and compares the two versions once the answer is sent (shadow, and the
+canary's own requests); every scoring answer carries an ``X-Request-Id``.
+
 For ``uvicorn --workers N`` the app is built per process by :func:`app_from_env`, an
 import-string factory that reads :class:`~dscloud.settings.Settings` from the environment.
 """
@@ -512,10 +516,9 @@ class ModelServer:
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            models = self.models
             self.models.start(
                 self.settings.refresh_seconds,
-                after_poll=lambda: self.rollouts.tick(models.models.values()),
+                after_poll=lambda: self.rollouts.tick(self.models.models.values()),
             )
             log.info(
                 "serving",

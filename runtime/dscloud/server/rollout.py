@@ -39,6 +39,7 @@ records the comparison and judges it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import os
@@ -49,6 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from dscloud.archive import Archive
@@ -62,6 +64,7 @@ from dscloud.server.protocols import Batch
 
 __all__ = [
     "BACKGROUND",
+    "PENDING",
     "REQUEST_ID_HEADER",
     "ROUTE_KEY_HEADER",
     "RequestIds",
@@ -94,9 +97,20 @@ class RequestIds:
         return f"{self._prefix}-{next(self._count):x}"
 
 
+#: Compared requests held before they are counted together (see :class:`_Followed`).
+PENDING = 64
+_Pair = tuple[Predictions, Predictions, Batch, float, float]
+
+
 class _Followed:
     """One rollout as this process compares it: the window since the last record and the
-    total since the rollout started here. Thread-safe."""
+    total since the rollout started here. Thread-safe.
+
+    A :meth:`Comparison.add` costs some 100 to 300 µs of numpy and sorting whatever the
+    number of rows, five times the scoring of one row; so pairs of predictions are held
+    (an append) and counted :data:`PENDING` at a time as one call of stacked rows, with
+    each request's latencies counted as its own call. Figures and records count the held
+    pairs first."""
 
     def __init__(self, name: str, alias: str, rollout: Rollout, current: int) -> None:
         self.name, self.alias, self.rollout, self.current = name, alias, rollout, current
@@ -108,15 +122,44 @@ class _Followed:
         #: Counts a failed archive write did not record, for the next window's record
         #: (touched by the poller thread only).
         self.unrecorded: Comparison | None = None
+        self.pending: list[_Pair] = []
         self.lock = threading.Lock()
 
-    def add(self, current: Predictions, candidate: Predictions | None, **kw: Any) -> None:
+    def add(
+        self,
+        current: Predictions,
+        candidate: Predictions | None,
+        batch: Batch,
+        seconds: tuple[float, float],
+    ) -> None:
+        """Count one request's predictions of both versions (candidate None: its call
+        failed, every row its error)."""
         with self.lock:
-            self.window.add(current, candidate, **kw)
+            if candidate is None:
+                self.window.add(current, None, seconds=seconds, n_rows=batch.n_rows)
+                return
+            self.pending.append((current, candidate, batch, *seconds))
+            if len(self.pending) >= PENDING:
+                self._count_pending()
+
+    def _count_pending(self) -> None:
+        """Count the held pairs as one stacked call (under the lock)."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        batches = [p[2] for p in pending]
+        current = _stacked([p[0] for p in pending], batches)
+        candidate = _stacked([p[1] for p in pending], batches)
+        rows = _Stacked(batches)
+        self.window.add(current, candidate, inputs=rows, n_rows=len(rows))
+        for _, _, _, t_current, t_candidate in pending:
+            self.window.versions["current"].add_call(0, 0, t_current)
+            self.window.versions["candidate"].add_call(0, 0, t_candidate)
 
     def take_window(self) -> Comparison:
         """The window so far (now part of the total); a new one starts."""
         with self.lock:
+            self._count_pending()
             window = self.window
             self.window = Comparison(self.current, self.rollout.candidate)
             self.total = self.total + window
@@ -125,6 +168,7 @@ class _Followed:
     def figures(self) -> dict[str, Any]:
         """Everything compared here since the rollout started, the open window included."""
         with self.lock:
+            self._count_pending()
             return (self.total + self.window).figures()
 
     def labels(self) -> tuple[tuple[str, str], ...]:
@@ -185,13 +229,7 @@ class Trial:
                 current, candidate, times = self.answer, other, (self.seconds, seconds)
             if current is None:
                 return  # the serving version failed on the canary's rows: nothing to hold to
-            followed.add(
-                current,
-                candidate,
-                inputs=_Rows(batch.columns, batch.n_rows),
-                seconds=times,
-                n_rows=batch.n_rows,
-            )
+            followed.add(current, candidate, batch, times)
         except Exception:
             _failed(followed, "comparing the two versions failed")
 
@@ -380,15 +418,44 @@ class ServerRollouts:
         }
 
 
-class _Rows(Sequence[Mapping[str, Any]]):
-    """The decoded columns as row dicts, built only for the rows a comparison keeps (its
-    largest differences), with JSON-ready values."""
+def _stacked(parts: Sequence[Predictions], batches: Sequence[Batch]) -> Predictions:
+    """Several requests' predictions (of ``batches``) as one, rows numbered on from
+    request to request as :class:`_Stacked` numbers the inputs."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    offsets = np.cumsum([0, *(b.n_rows for b in batches[:-1])])
+    scored = [p for p in parts if len(p.rows)]
 
-    def __init__(self, columns: Mapping[str, Sequence[Any]], n_rows: int) -> None:
-        self._columns, self._n = columns, n_rows
+    def joined(kind: str) -> Any:
+        arrays = [getattr(p, kind) for p in scored]
+        if not arrays or any(a is None for a in arrays):
+            return None
+        return np.concatenate(arrays)
+
+    out = Predictions(
+        envelope=first.envelope,
+        rows=np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=True)]),
+        label=joined("label"),
+        probabilities=joined("probabilities"),
+        value=joined("value"),
+    )
+    for p, o in zip(parts, offsets, strict=True):
+        out.rejects.update({int(i) + int(o): why for i, why in p.rejects.items()})
+    return out
+
+
+class _Stacked(Sequence[Mapping[str, Any]]):
+    """The decoded rows of several requests, numbered on from one to the next, as row
+    dicts with JSON-ready values, built only for the rows a comparison keeps (its largest
+    differences)."""
+
+    def __init__(self, batches: Sequence[Batch]) -> None:
+        self._batches = batches
+        self._starts = list(itertools.accumulate((b.n_rows for b in batches), initial=0))
 
     def __len__(self) -> int:
-        return self._n
+        return self._starts[-1]
 
     @overload
     def __getitem__(self, i: int) -> Mapping[str, Any]: ...
@@ -396,8 +463,10 @@ class _Rows(Sequence[Mapping[str, Any]]):
     def __getitem__(self, i: slice) -> Sequence[Mapping[str, Any]]: ...
     def __getitem__(self, i: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        return {name: _plain(values[i]) for name, values in self._columns.items()}
+            return [self[j] for j in range(*i.indices(len(self)))]
+        k = bisect.bisect_right(self._starts, i) - 1
+        batch, j = self._batches[k], i - self._starts[k]
+        return {name: _plain(values[j]) for name, values in batch.columns.items()}
 
 
 def _plain(value: Any) -> Any:

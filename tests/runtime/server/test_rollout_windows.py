@@ -12,10 +12,11 @@ import pytest
 from dscloud import example, rollout
 from dscloud.archive import Archive
 from dscloud.live import LiveModel
+from dscloud.rollout_compare import Comparison
 from dscloud.rollout_guard import comparison
 from dscloud.scorer import Scorer
 from dscloud.server.protocols import Batch
-from dscloud.server.rollout import BACKGROUND, RequestIds, ServerRollouts
+from dscloud.server.rollout import BACKGROUND, PENDING, RequestIds, ServerRollouts
 
 
 class Clock:
@@ -207,3 +208,36 @@ def test_request_ids_are_the_clients_when_usable_else_made_unique() -> None:
     made = {ids.of(bad) for bad in (None, "", "x" * 129, "caf\u00e9", "a\nb") for _ in range(3)}
     assert len(made) == 15 and all("-" in m and m.isascii() for m in made)
     assert ids.of("x" * 128) == "x" * 128
+
+
+def test_requests_counted_together_give_the_figures_of_one_by_one(
+    rollout_archive: Archive, rows: list[dict[str, Any]]
+) -> None:
+    # given requests of several sizes, some with rows both versions refuse
+    rollout.start(rollout_archive, "churn", "production", 2, mode="shadow")
+    live, rollouts = served(rollout_archive, Clock())
+    assert live.following is not None
+    candidate = live.following[1]
+    one_by_one = Comparison(1, 2)
+    start = 0
+    for i in range(PENDING + 7):  # one full stack of held requests and some more
+        size = 1 + i % 4
+        chunk = [dict(r) for r in rows[start : start + size]]
+        start = (start + size) % (len(rows) - 4)
+        if i % 9 == 0:
+            chunk[-1]["age"] = "ten"
+        batch = batch_of(chunk)
+        compare(live, rollouts, batch, None)
+        one_by_one.add(
+            live.scorer.score_columns(batch.columns, batch.n_rows),
+            candidate.score_columns(batch.columns, batch.n_rows),
+            inputs=chunk,
+        )
+    # then everything but the latencies is the same
+    got, want = rollouts.series()[0][1], one_by_one.figures()
+    for figures in (got, want):
+        for role in figures["versions"].values():
+            role.pop("latency_ms")
+            role.pop("calls")
+    assert got == want
+    assert want["versions"]["current"]["errors"] > 0 and want["disagreements"] > 0
