@@ -421,9 +421,8 @@ class ServerRollouts:
 def _stacked(parts: Sequence[Predictions], batches: Sequence[Batch]) -> Predictions:
     """Several requests' predictions (of ``batches``) as one, rows numbered on from
     request to request as :class:`_Stacked` numbers the inputs."""
-    first = parts[0]
     if len(parts) == 1:
-        return first
+        return parts[0]
     offsets = np.cumsum([0, *(b.n_rows for b in batches[:-1])])
     scored = [p for p in parts if len(p.rows)]
 
@@ -433,15 +432,17 @@ def _stacked(parts: Sequence[Predictions], batches: Sequence[Batch]) -> Predicti
             return None
         return np.concatenate(arrays)
 
+    rows = np.concatenate([p.rows for p in parts])
     out = Predictions(
-        envelope=first.envelope,
-        rows=np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=True)]),
+        envelope=parts[0].envelope,
+        rows=rows + np.repeat(offsets, [len(p.rows) for p in parts]),
         label=joined("label"),
         probabilities=joined("probabilities"),
         value=joined("value"),
     )
     for p, o in zip(parts, offsets, strict=True):
-        out.rejects.update({int(i) + int(o): why for i, why in p.rejects.items()})
+        if p.rejects:
+            out.rejects.update({int(i) + int(o): why for i, why in p.rejects.items()})
     return out
 
 
