@@ -16,7 +16,8 @@ from dscloud.rollout_compare import Comparison
 from dscloud.rollout_guard import comparison
 from dscloud.scorer import Scorer
 from dscloud.server.protocols import Batch
-from dscloud.server.rollout import BACKGROUND, PENDING, RequestIds, ServerRollouts
+from dscloud.server.rollout import BACKGROUND, RequestIds, ServerRollouts
+from dscloud.server.rollout_counts import PENDING
 
 
 class Clock:
