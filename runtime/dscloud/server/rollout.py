@@ -149,7 +149,8 @@ class Trial:
 
 def _failed(followed: RolloutCounts, what: str) -> None:
     followed.failures += 1
-    if followed.failures == 1:  # once per rollout and process: the metrics count the rest
+    # Once per rollout and process; a failed candidate call is also counted as its errors.
+    if followed.failures == 1:
         log.warning(
             "%s (rollout %s of %s@%s)",
             what,
