@@ -17,6 +17,7 @@ bench/serve.md quotes the figures.
     .venv/bin/python bench/serve.py [--seconds 8]      # measure, write results/serve.json
     .venv/bin/python bench/serve.py --report           # the tables of bench/serve.md
     .venv/bin/python bench/serve.py --in-process       # only raw, core and request path
+    .venv/bin/python bench/serve.py --rollout-cost     # rollouts alone (results/rollout.json)
 
 Needs `wrk` (apt-get install wrk), an MLflow venv with the same scikit-learn
 (bench/.venv-mlflow: `python3.11 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip
@@ -49,7 +50,7 @@ from typing import Any
 import httpx
 
 import dscloud
-from dscloud import example
+from dscloud import example, rollout
 from dscloud.archive import Archive
 from dscloud.scorer import Scorer
 from dscloud.server.invocations import decode_invocations, encode_invocations
@@ -59,6 +60,7 @@ ROOT = HERE.parent
 MLFLOW_VENV = HERE / ".venv-mlflow"
 MLSERVER_VENV = HERE / ".venv-mlserver"
 RESULTS = HERE / "results" / "serve.json"
+ROLLOUT_RESULTS = HERE / "results" / "rollout.json"
 BATCH_ROWS = 1000
 
 
@@ -476,6 +478,98 @@ def in_process(
     return out
 
 
+# -- the cost of a rollout -------------------------------------------------------------------
+
+
+def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """1-row requests/s at c=16 (and p50 at c=1) of `dsc serve` (1 worker) following churn
+    with no rollout, a 20% canary and a shadow of a retrained candidate, and each over no
+    rollout. Servers take turns for ``rounds`` rounds and each figure is the median of its
+    rounds, so that a load change on the machine hits all three alike.
+
+    Requests carry no routing key, so the canary picks by request id (made per request):
+    a fifth of them are answered by the candidate and then also scored by the serving
+    version after the answer is sent. In shadow every request runs the candidate after
+    its answer is sent."""
+    current = example.train(seed=0, rows=5000)
+    retrained = example.train(seed=0, rows=5000, C=0.01)
+    test = current.X_test.dropna()
+    artifacts = [
+        dscloud.package(ex.estimator, test.head(200), name="churn", training_data=ex.X_train)
+        for ex in (current, retrained)
+    ]
+    row = {
+        c: (v.item() if hasattr(v, "item") else v)
+        for c, v in test[example.FEATURES].iloc[0].items()
+    }
+    one = split_body([row], example.FEATURES)
+    modes: dict[str, dict[str, Any]] = {
+        "none": {},
+        "canary 20%": {"mode": "canary", "share": 0.2},
+        "shadow": {"mode": "shadow"},
+    }
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory(prefix="dsc-bench-rollout-") as tmp:
+        work = Path(tmp)
+        archives = {}
+        for i, (mode, start) in enumerate(modes.items()):
+            archive = Archive.open(work / f"archive-{i}")
+            for artifact in artifacts:
+                dscloud.publish(artifact, archive)
+            archive.promote("churn", 1, "production", by="bench")
+            if start:
+                rollout.start(archive, "churn", "production", 2, by="bench", **start)
+            archives[mode] = archive.uri
+        for r in range(rounds):
+            for mode, uri in archives.items():
+                port = free_port()
+                argv = [str(ROOT / ".venv/bin/dsc"), "serve", "churn@production"]
+                proc = subprocess.Popen(
+                    [*argv, "--port", str(port)],
+                    env={**os.environ, "DSC_ARCHIVE": uri, "DSC_REFRESH_SECONDS": "30"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                try:
+                    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+                    url = f"http://127.0.0.1:{port}/invocations"
+                    check_answer(url, one, 1)
+                    wrk(url, one, connections=4, seconds=1, work=work)  # warm up
+                    c1 = wrk(url, one, connections=1, seconds=seconds, work=work)
+                    c16 = wrk(url, one, connections=16, seconds=seconds, work=work)
+                    compared = _compared(port)
+                finally:
+                    stop(proc)
+                run = {"c1": c1, "c16": c16, "rows_compared": compared}
+                runs[mode].append(run)
+                print(f"  round {r + 1}, rollout {mode}: {json.dumps(run)}", flush=True)
+
+    def median(mode: str, load: str, key: str) -> float:
+        return float(statistics.median(run[load][key] for run in runs[mode]))
+
+    summary = {
+        mode: {
+            "c16_rps": median(mode, "c16", "requests_per_s"),
+            "c1_p50_ms": median(mode, "c1", "p50_ms"),
+            "errors": sum(run[load]["errors"] for run in runs[mode] for load in ("c1", "c16")),
+        }
+        for mode in modes
+    }
+    base = summary["none"]
+    for figures in summary.values():
+        figures["c16_rps_x"] = round(figures["c16_rps"] / base["c16_rps"], 3)
+        figures["c1_p50_x"] = round(figures["c1_p50_ms"] / base["c1_p50_ms"], 3)
+    return {"seconds_per_run": seconds, "rounds": rounds, "summary": summary, "runs": runs}
+
+
+def _compared(port: int) -> int:
+    """Rows compared so far by the server on ``port`` (0 without a rollout)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = re.findall(r"^dsc_rollout_rows_compared_total\{.*\} (\d+)$", text, re.M)
+    return sum(int(n) for n in found)
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -495,7 +589,20 @@ def main() -> int:
         action="store_true",
         help="measure only the in-process section (no servers); print it, write nothing",
     )
+    ap.add_argument(
+        "--rollout-cost",
+        action="store_true",
+        help="measure only the cost of a canary and a shadow rollout (results/rollout.json)",
+    )
+    ap.add_argument("--no-rollout", action="store_true", help="skip the rollout cost")
     args = ap.parse_args()
+    if args.rollout_cost:
+        cost = rollout_cost(args.seconds)
+        ROLLOUT_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        ROLLOUT_RESULTS.write_text(json.dumps(cost, indent=2) + "\n")
+        print(json.dumps(cost["summary"], indent=2))
+        print(f"wrote {ROLLOUT_RESULTS}")
+        return 0
 
     ex = example.train(seed=0, rows=5000)
     from sklearn.ensemble import RandomForestClassifier
@@ -577,6 +684,9 @@ def main() -> int:
             results["models"][name] = entry
     if args.in_process:
         return 0
+    if not args.no_rollout:
+        print("rollout cost:", flush=True)
+        results["rollout_cost"] = rollout_cost(args.seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -10,14 +10,15 @@ the archive's paths and keys, for answers to clients.
 A model that follows an alias also follows the alias's rollout (:mod:`dscloud.rollout`):
 each poll loads the candidate, verified like any version, into :attr:`LiveModel.following`,
 or drops it when the rollout ended. A candidate that fails verification is never used: the
-serving version answers everything, and the failure is in ``last_error``.
+serving version answers everything, the failure is in ``last_error``, and
+``rollout_error`` (also in ``public_error``) says it without paths.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dscloud.archive import Archive, Ref
 from dscloud.errors import (
@@ -28,8 +29,9 @@ from dscloud.errors import (
     GoldenMismatchError,
     ModelLoadError,
     NotFoundError,
+    RolloutError,
 )
-from dscloud.rollout import Rollout, status
+from dscloud.rollout import Rollout, incompatibility, status
 from dscloud.scorer import Scorer
 
 __all__ = ["LiveModel", "ModelSet"]
@@ -38,6 +40,10 @@ log = logging.getLogger("dscloud.live")
 
 #: Failures that are a property of the version's bytes, not of the moment.
 _VERDICTS = (ArtifactIntegrityError, EnvelopeError, GoldenMismatchError, ModelLoadError)
+#: A candidate is refused for those, and for an interface the serving version's rows do not
+#: fit (checked at ``dsc rollout start`` too; checked again here, since every process must
+#: be able to hand the candidate the rows it decoded for the serving version).
+_CANDIDATE_VERDICTS = (*_VERDICTS, RolloutError)
 
 
 class LiveModel:
@@ -49,6 +55,9 @@ class LiveModel:
         self.threads = threads
         self.last_error: str | None = None
         self.public_error: str | None = None
+        #: Why the running rollout's candidate is not followed, without internal paths;
+        #: None while it is followed or when there is no rollout.
+        self.rollout_error: str | None = None
         self._refused: int | None = None  # the version that last failed to load
         self.scorer: Scorer = self._load(self.ref)
         #: The running rollout and its verified candidate; None without one. One attribute,
@@ -89,12 +98,15 @@ class LiveModel:
             _, rollout = status(self.archive, self.ref.name, self.ref.alias)
             if rollout is None or rollout.candidate == self.scorer.version:
                 self.following = None
+                self.rollout_error = None
                 return
             if self.following is not None and self.following[0].candidate == rollout.candidate:
                 self.following = (rollout, self.following[1])  # mode, share or thresholds
                 return
             if rollout.id == self._refused_rollout[0]:
-                self.last_error = self._refused_rollout[1]  # still refused: keep saying so
+                # Still refused: keep saying so (the version refresh cleared the errors).
+                self.last_error = self._refused_rollout[1]
+                self.public_error = self.rollout_error
                 return
             candidate = self._load(Ref(name=self.ref.name, version=rollout.candidate))
             if candidate.sha256 != rollout.candidate_sha256:
@@ -105,12 +117,22 @@ class LiveModel:
                     source=f"{candidate.name}@{candidate.version} records",
                     expected=candidate.sha256,
                 )
+            why = incompatibility(self.scorer.schema, candidate.schema)
+            if why is not None:
+                raise RolloutError(
+                    f"candidate {self.ref.name}@{rollout.candidate} is incompatible with "
+                    f"{self.ref.name}@{self.scorer.version}: {why}"
+                )
         except Exception as exc:  # a poller must survive anything the archive hands it
             self.following = None
             self.last_error = (
                 str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
             )
-            if isinstance(exc, _VERDICTS) and rollout is not None:
+            if rollout is not None:
+                self.rollout_error = self.public_error = _public(
+                    exc, self.ref.name, rollout.candidate, candidate=True
+                )
+            if isinstance(exc, _CANDIDATE_VERDICTS) and rollout is not None:
                 self._refused_rollout = (rollout.id, self.last_error)
             log.warning(
                 "not following the rollout of %s: %s",
@@ -121,6 +143,7 @@ class LiveModel:
             )
             return
         self.following = (rollout, candidate)
+        self.rollout_error = None
         log.info(
             "following the rollout of %s: candidate %s in %s",
             self.ref,
@@ -193,15 +216,24 @@ _PUBLIC = {
     ModelLoadError: "cannot be loaded by ONNX Runtime",
     EnvelopeError: "has an invalid envelope",
     NotFoundError: "was not found in the archive",
+    RolloutError: "has an interface the serving version's rows do not fit",
 }
 
 
-def _public(exc: BaseException, name: str, version: int | None) -> str:
-    """One line about a refresh failure, without internal paths (the log has the rest)."""
+def _public(exc: BaseException, name: str, version: int | None, *, candidate: bool = False) -> str:
+    """One line about a refresh failure (or, with ``candidate``, a rollout candidate's),
+    without internal paths (the log has the rest)."""
     which = f"version {version} of {name}" if version is not None else f"the alias of {name}"
+    if candidate:
+        which = f"rollout candidate {which}"
+    after = (
+        "it answers no request and the serving version answers all"
+        if candidate
+        else "still serving the previous version"
+    )
     for kind, text in _PUBLIC.items():
         if isinstance(exc, kind):
-            return f"{which} {text}; still serving the previous version (details in the log)"
+            return f"{which} {text}; {after} (details in the log)"
     return f"the archive could not be read ({type(exc).__name__}); details in the server log"
 
 
@@ -234,8 +266,11 @@ class ModelSet:
         """Refresh every model; returns the names that swapped."""
         return [name for name, live in self.models.items() if live.refresh()]
 
-    def start(self, interval: float) -> None:
-        """Poll the archive every ``interval`` seconds on a daemon thread (0 disables)."""
+    def start(self, interval: float, *, after_poll: Callable[[], None] | None = None) -> None:
+        """Poll the archive every ``interval`` seconds on a daemon thread (0 disables);
+        ``after_poll`` runs on that thread after each poll (the server records and judges
+        its rollout comparisons there, off the request path). An exception from it is
+        logged and polling goes on."""
         if interval <= 0 or self._thread is not None:
             return
         self._stop.clear()
@@ -243,6 +278,11 @@ class ModelSet:
         def loop() -> None:
             while not self._stop.wait(interval):
                 self.refresh()
+                if after_poll is not None:
+                    try:
+                        after_poll()
+                    except Exception:  # the poller outlives any bug of a hook
+                        log.exception("after-poll hook failed")
 
         self._thread = threading.Thread(target=loop, name="dsc-alias-poll", daemon=True)
         self._thread.start()

@@ -243,8 +243,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rollout_window_seconds", ("DSC_ROLLOUT_WINDOW_SECONDS",), "float", 60.0,
         "how often a runtime following a rollout records its comparison in the archive (a "
-        "`rollout-compare` audit record) and, in the stream, publishes it as metrics; the "
-        "stream judges the guard rails after every batch (docs/rollout.md)",
+        "`rollout-compare` audit record): a server process on its alias poller's thread (so "
+        "at most as often as DSC_REFRESH_SECONDS), then judging the guard rails; the stream "
+        "also publishes it as metrics and judges the guard rails after every batch "
+        "(docs/rollout.md)",
         minimum=1,
     ),
     Setting(

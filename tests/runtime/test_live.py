@@ -3,9 +3,13 @@ candidate is followed the same way."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 import dscloud
 from dscloud import rollout
 from dscloud.archive import Archive
+from dscloud.envelope import Artifact
 from dscloud.live import LiveModel, ModelSet
 
 
@@ -128,3 +132,62 @@ def test_a_candidate_tampered_after_the_start_never_serves(
     live.refresh()
     assert live.following is None and live.answering("user-1").version == 1
     assert live.last_error is not None and "sha256" in live.last_error
+
+
+def test_a_refused_candidate_is_told_without_paths(
+    archive: Archive, churn_retrained, tmp_path
+) -> None:
+    dscloud.publish(churn_retrained, archive)
+    rollout.start(archive, "churn", "production", 2, mode="shadow")
+    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+
+    live = LiveModel(archive, "churn@production")
+    for _ in range(2):  # and still so after a poll that found the serving version unchanged
+        live.refresh()
+        assert live.following is None
+        assert live.last_error is not None and str(tmp_path) in live.last_error
+        assert live.public_error == live.rollout_error
+        assert live.rollout_error == (
+            "rollout candidate version 2 of churn failed its sha256 integrity check; it "
+            "answers no request and the serving version answers all (details in the log)"
+        )
+
+    # when the rollout is aborted, the error goes with it
+    rollout.abort(archive, "churn", "production", reason="tampered")
+    live.refresh()
+    assert live.rollout_error is None and live.public_error is None
+
+
+def test_a_candidate_with_another_interface_is_refused(
+    archive: Archive, churn_retrained, forest_artifact
+) -> None:
+    # given a rollout whose candidate was replaced by a model with other inputs, after start
+    dscloud.publish(churn_retrained, archive)
+    rollout.start(archive, "churn", "production", 2, mode="canary", share=1.0)
+    other = dataclasses.replace(forest_artifact.envelope, name="churn")
+    dscloud.publish(Artifact(envelope=other, model=forest_artifact.model), archive)
+    record, tag = archive.alias_tagged("churn", "production")  # type: ignore[misc]
+    record["rollout"].update(candidate=3, candidate_sha256=other.sha256)
+    archive.swap_alias("churn", "production", record, tag)
+
+    # then the live model never routes to it, and says why
+    live = LiveModel(archive, "churn@production")
+    assert live.following is None and live.answering("user-1").version == 1
+    assert live.last_error is not None and "input columns differ" in live.last_error
+    assert live.rollout_error is not None and "rows do not fit" in live.rollout_error
+
+
+def test_the_poller_runs_its_hook_after_each_poll_and_survives_it(archive: Archive) -> None:
+    models = ModelSet(archive, ["churn@production"])
+    polls = threading.Semaphore(0)
+
+    def hook() -> None:
+        polls.release()
+        raise RuntimeError("a bug in the hook")
+
+    models.start(0.01, after_poll=hook)
+    try:
+        assert all(polls.acquire(timeout=10) for _ in range(3))  # it went on after raising
+    finally:
+        models.stop()

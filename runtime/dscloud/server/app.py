@@ -16,6 +16,10 @@ between the socket and ``session.run``, and Starlette's middleware, router and
 error table, metrics and access log as every other route; everything else (health,
 metadata, metrics, 404/405) is Starlette.
 
+While an alias runs a rollout, :mod:`~dscloud.server.rollout` picks the scorer that
+answers (canary) and compares the two versions once the answer is sent (shadow, and the
+canary's own requests); every scoring answer carries an ``X-Request-Id``.
+
 For ``uvicorn --workers N`` the app is built per process by :func:`app_from_env`, an
 import-string factory that reads :class:`~dscloud.settings.Settings` from the environment.
 """
@@ -59,6 +63,7 @@ from dscloud.server.logs import AccessLog, configure_logging
 from dscloud.server.metrics import Metrics
 from dscloud.server.openapi import openapi
 from dscloud.server.protocols import loads
+from dscloud.server.rollout import REQUEST_ID_HEADER, ROUTE_KEY_HEADER, RequestIds, ServerRollouts
 from dscloud.settings import Settings
 from dscloud.version import __version__
 
@@ -91,6 +96,7 @@ class Exchange:
     rows: int = 0
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    request_id: str | None = None
 
 
 Handler = Callable[[Request, Exchange], Awaitable[Response]]
@@ -99,6 +105,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _INFER_PREFIX, _INFER_SUFFIX = "/v2/models/", "/infer"
 _MODEL_HEADER_RAW = MODEL_HEADER.encode()
+_ROUTE_KEY_RAW, _REQUEST_ID_RAW = ROUTE_KEY_HEADER.encode(), REQUEST_ID_HEADER.encode()
 
 
 @dataclass(frozen=True)
@@ -197,6 +204,10 @@ class ModelServer:
             worker_label=settings.workers > 1,
             enabled=bool(settings.drift),
         )
+        self.rollouts = ServerRollouts(
+            models.archive, window_seconds=settings.rollout_window_seconds
+        )
+        self.request_ids = RequestIds()
         self._openapi = orjson.dumps(openapi(sorted(models.models)))
         self._starlette = self._build()
 
@@ -233,6 +244,8 @@ class ModelServer:
         }
         if scorer is not None:
             fields.update(model=model, version=scorer.version, rows=exchange.rows)
+        if exchange.request_id is not None:
+            fields["request_id"] = exchange.request_id
         if exchange.error is not None:
             fields["error"] = exchange.error
         self.access.request(fields)
@@ -332,6 +345,7 @@ class ModelServer:
         live, scorer = self.live(params["name"], params.get("version"))
         exchange.scorer = scorer
         body = oip.model_metadata(scorer, ref=str(live.ref), last_error=live.public_error)
+        body["parameters"]["rollout"] = self.rollouts.describe(live)
         return _json(body, headers=_model_headers(scorer))
 
     async def model_ready(self, request: Request, exchange: Exchange) -> Response:
@@ -344,7 +358,11 @@ class ModelServer:
 
     async def prometheus(self, request: Request, exchange: Exchange) -> Response:
         live = list(self.models.models.values())
-        text = self.metrics.render(live) + self.drift.render(m.scorer for m in live)
+        text = (
+            self.metrics.render(live)
+            + self.drift.render(m.scorer for m in live)
+            + self.metrics.render_rollouts(live, self.rollouts.series())
+        )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def drift_report(self, request: Request, exchange: Exchange) -> Response:
@@ -371,7 +389,7 @@ class ModelServer:
         path: str = scope["path"]
         target = infer_target(path)
         exchange = Exchange("invocations" if target is None else "infer")
-        content_type, declared, model_header = "", None, None
+        content_type, declared, model_header, route_key, request_id = "", None, None, None, None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value.decode("latin-1")
@@ -379,13 +397,25 @@ class ModelServer:
                 declared = value.decode("latin-1")
             elif key == _MODEL_HEADER_RAW:
                 model_header = value.decode("latin-1")
+            elif key == _ROUTE_KEY_RAW:
+                route_key = value.decode("latin-1")
+            elif key == _REQUEST_ID_RAW:
+                request_id = value.decode("latin-1")
+        exchange.request_id = request_id = self.request_ids.of(request_id)
+        exchange.headers[REQUEST_ID_HEADER] = request_id
+        trial, inline = None, True
         try:
             if target is None:
                 query = scope.get("query_string", b"")
                 chosen = parse_qs(query.decode("latin-1")).get("model", [""])[-1] if query else ""
-                scorer = self._invocation_model(chosen or None, model_header).scorer
+                live = self._invocation_model(chosen or None, model_header)
+                serving = live.scorer
             else:
-                scorer = self.live(*target)[1]
+                live, serving = self.live(*target)
+            pinned = target is not None and target[1] is not None
+            scorer, trial = self.rollouts.pick(
+                live, serving, None if pinned else route_key or request_id
+            )
             exchange.scorer = scorer
             csv = target is None and invocations.is_csv(content_type)
             with self.admission.request(CSV_COST if csv else JSON_COST) as ticket:
@@ -397,19 +427,24 @@ class ModelServer:
                     else:
                         batch = oip.decode_infer(loads(body), scorer.schema)
                     exchange.rows = batch.n_rows
-                    preds = scorer.score_columns(batch.columns, batch.n_rows)
+                    if trial is None:
+                        preds = scorer.score_columns(batch.columns, batch.n_rows)
+                    else:  # the same call, remembered for the comparison after the answer
+                        preds = trial.score(batch)
                     preds.raise_for_rejects()
                     self.drift.add(scorer, batch.columns, preds)
                     if target is None:
                         return invocations.encode_invocations(preds, scorer)
                     return oip.encode_infer(preds, scorer, batch)
 
-                answer = work() if len(body) <= INLINE_BYTES else await run_in_threadpool(work)
+                inline = len(body) <= INLINE_BYTES
+                answer = work() if inline else await run_in_threadpool(work)
             status = 200
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(answer)).encode()),
                 *_raw_model_headers(scorer),
+                (_REQUEST_ID_RAW, request_id.encode("latin-1")),
             ]
         except Exception as exc:
             response = error_response(exc, exchange)
@@ -421,6 +456,8 @@ class ModelServer:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
         self._observe("POST", path, exchange, status, started)
+        if trial is not None:  # after the answer: it cannot change what was sent
+            await self.rollouts.after(trial, inline=inline)
 
     def _invocation_model(self, query: str | None, header: str | None) -> LiveModel:
         """The model ``POST /invocations`` asked for (?model= or the header), or the only one.
@@ -479,7 +516,10 @@ class ModelServer:
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            self.models.start(self.settings.refresh_seconds)
+            self.models.start(
+                self.settings.refresh_seconds,
+                after_poll=lambda: self.rollouts.tick(self.models.models.values()),
+            )
             log.info(
                 "serving",
                 extra={
@@ -493,6 +533,7 @@ class ModelServer:
                 yield
             finally:
                 self.models.stop()
+                self.rollouts.flush()  # after the poller stopped: one writer at a time
                 self.access.flush()
 
         return Starlette(

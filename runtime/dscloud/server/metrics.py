@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from dscloud.live import LiveModel
 
-__all__ = ["BUCKETS", "Metrics", "labels"]
+__all__ = ["BUCKETS", "Metrics", "RolloutSeries", "labels"]
 
 #: Latency buckets in seconds: sub-millisecond scoring up to slow, large requests.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 Key = tuple[str, str, str]  # endpoint, model, version
+#: One rollout comparison: its labels (model, alias, rollout, current, candidate), its
+#: :meth:`~dscloud.rollout_compare.Comparison.figures`, and the comparisons skipped.
+RolloutSeries = tuple[tuple[tuple[str, str], ...], Mapping[str, Any], int]
 
 
 def labels(pairs: Iterable[tuple[str, str]]) -> str:
@@ -133,6 +137,141 @@ class Metrics:
                 else f"process_resident_memory_bytes {rss}",
             ]
         return "\n".join(lines) + "\n"
+
+    def render_rollouts(
+        self, models: Iterable[LiveModel], comparisons: Iterable[RolloutSeries]
+    ) -> str:
+        """Prometheus text of the rollouts this process follows and of its comparisons
+        (since the rollout started in this process; ``role`` is current or candidate)."""
+        extra = self._extra
+        lines = [
+            "# HELP dsc_rollout_info The rollout a served alias runs (value 1): mode, share, "
+            "the serving and the candidate version.",
+            "# TYPE dsc_rollout_info gauge",
+        ]
+        failing: list[str] = []
+        for m in models:
+            following, ref = m.following, m.ref
+            if following is not None and ref.alias is not None:
+                rollout = following[0]
+                pairs = (
+                    ("model", m.scorer.name),
+                    ("alias", ref.alias),
+                    ("rollout", rollout.id),
+                    ("mode", rollout.mode),
+                    ("share", f"{rollout.share:g}"),
+                    ("current", str(m.scorer.version)),
+                    ("candidate", str(rollout.candidate)),
+                    *extra,
+                )
+                lines.append(f"dsc_rollout_info{{{_labels(pairs)}}} 1")
+            failing.append(
+                f"dsc_rollout_candidate_failing{{{_labels((('model', m.scorer.name), *extra))}}} "
+                f"{int(m.rollout_error is not None)}"
+            )
+        lines += [
+            "# HELP dsc_rollout_candidate_failing 1 while the alias runs a rollout whose "
+            "candidate this process refused (it answers no one; see the model's metadata).",
+            "# TYPE dsc_rollout_candidate_failing gauge",
+            *failing,
+        ]
+        series: dict[str, list[str]] = {name: [] for name in _ROLLOUT_HELP}
+        for base, figures, skipped in comparisons:
+            base = (*base, *extra)
+            add = series.__getitem__
+            add("dsc_rollout_rows_compared_total").append(
+                f"dsc_rollout_rows_compared_total{{{_labels(base)}}} {figures['rows_compared']}"
+            )
+            add("dsc_rollout_disagreements_total").append(
+                f"dsc_rollout_disagreements_total{{{_labels(base)}}} {figures['disagreements']}"
+            )
+            add("dsc_rollout_disagreement_rate").append(
+                f"dsc_rollout_disagreement_rate{{{_labels(base)}}} "
+                f"{figures['disagreement_rate']:.6g}"
+            )
+            cumulative = 0
+            delta = figures["delta"]
+            for edge, count in zip(delta["edges"], delta["counts"], strict=True):
+                cumulative += count
+                le = "+Inf" if edge == "inf" else f"{edge:g}"
+                add("dsc_rollout_delta_rows").append(
+                    f"dsc_rollout_delta_rows{{{_labels((*base, ('le', le)))}}} {cumulative}"
+                )
+            add("dsc_rollout_skipped_total").append(
+                f"dsc_rollout_skipped_total{{{_labels(base)}}} {skipped}"
+            )
+            for role, v in figures["versions"].items():
+                own = (*base, ("role", role), ("version", str(v["version"])))
+                add("dsc_rollout_version_rows_total").append(
+                    f"dsc_rollout_version_rows_total{{{_labels(own)}}} {v['rows']}"
+                )
+                add("dsc_rollout_version_errors_total").append(
+                    f"dsc_rollout_version_errors_total{{{_labels(own)}}} {v['errors']}"
+                )
+                add("dsc_rollout_version_error_rate").append(
+                    f"dsc_rollout_version_error_rate{{{_labels(own)}}} {v['error_rate']:.6g}"
+                )
+                for q in ("p50", "p95"):
+                    edge = v["latency_ms"][q]
+                    if edge is None:
+                        continue
+                    value = "+Inf" if edge == "inf" else f"{edge:g}"
+                    quantile = (*own, ("quantile", "0.5" if q == "p50" else "0.95"))
+                    add("dsc_rollout_call_latency_ms").append(
+                        f"dsc_rollout_call_latency_ms{{{_labels(quantile)}}} {value}"
+                    )
+        for metric, (help_line, type_line) in _ROLLOUT_HELP.items():
+            lines += [help_line, type_line, *series[metric]]
+        return "\n".join(lines) + "\n"
+
+
+#: The comparison series of :meth:`Metrics.render_rollouts`: their HELP and TYPE lines
+#: (written out whole: the docs check reads the TYPE lines from this file).
+_ROLLOUT_HELP = {
+    "dsc_rollout_rows_compared_total": (
+        "# HELP dsc_rollout_rows_compared_total Rows both versions of a rollout scored,"
+        " by model, alias, rollout and both versions.",
+        "# TYPE dsc_rollout_rows_compared_total counter",
+    ),
+    "dsc_rollout_disagreements_total": (
+        "# HELP dsc_rollout_disagreements_total Compared rows whose labels differ "
+        "(regression: values differ by more than 1e-6).",
+        "# TYPE dsc_rollout_disagreements_total counter",
+    ),
+    "dsc_rollout_disagreement_rate": (
+        "# HELP dsc_rollout_disagreement_rate Disagreements over rows compared.",
+        "# TYPE dsc_rollout_disagreement_rate gauge",
+    ),
+    "dsc_rollout_delta_rows": (
+        "# HELP dsc_rollout_delta_rows Compared rows whose largest |difference of "
+        "probability| (regression: of value) is at most le.",
+        "# TYPE dsc_rollout_delta_rows gauge",
+    ),
+    "dsc_rollout_skipped_total": (
+        "# HELP dsc_rollout_skipped_total Requests not compared because the background "
+        "comparisons were full (large bodies).",
+        "# TYPE dsc_rollout_skipped_total counter",
+    ),
+    "dsc_rollout_version_rows_total": (
+        "# HELP dsc_rollout_version_rows_total Rows each version of a rollout was asked"
+        " to score in the comparison, by role.",
+        "# TYPE dsc_rollout_version_rows_total counter",
+    ),
+    "dsc_rollout_version_errors_total": (
+        "# HELP dsc_rollout_version_errors_total Of those, rows the version alone "
+        "refused or lost to a failed call, by role.",
+        "# TYPE dsc_rollout_version_errors_total counter",
+    ),
+    "dsc_rollout_version_error_rate": (
+        "# HELP dsc_rollout_version_error_rate Errors over rows, by role.",
+        "# TYPE dsc_rollout_version_error_rate gauge",
+    ),
+    "dsc_rollout_call_latency_ms": (
+        "# HELP dsc_rollout_call_latency_ms Upper edge of the latency bin holding the "
+        "quantile of each version's scoring calls, in milliseconds, by role.",
+        "# TYPE dsc_rollout_call_latency_ms gauge",
+    ),
+}
 
 
 def _rss_bytes() -> int | None:

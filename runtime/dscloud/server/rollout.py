@@ -1,0 +1,334 @@
+"""The server's side of a rollout: canary routing, shadow scoring, comparison, guard rails.
+
+The alias poller (:class:`~dscloud.live.LiveModel`) loads and verifies the candidate; this
+module decides, per request, which version answers and what is compared, and, per window,
+records the comparison and judges it.
+
+- **Routing key**: the ``X-Dsc-Route-Key`` header (a user or entity id, so a user keeps one
+  version), else the request id. The request id is the client's ``X-Request-Id`` when it is
+  1 to 128 printable ASCII characters, else one the server makes (a random prefix per
+  process and a counter); every scoring answer returns it in ``X-Request-Id``, and the
+  access line carries it.
+- **Canary**: :meth:`Rollout.answers` on the key picks the candidate for ``share`` of the
+  keys; the answer names the version that answered (``X-Model-Version``, the OIP body's
+  ``model_version``, the ``version`` label of the request metrics, the access line). A
+  request that names a version (``/v2/models/M/versions/V/infer``) is never routed.
+- **Shadow**: the serving version answers; the candidate scores the same decoded rows
+  *after the answer is sent*, so the answer, its status and its bytes are those of a
+  server without a rollout, whatever the candidate does.
+- **What is compared**: in shadow every request; in canary the requests the candidate
+  answered, which the serving version scores after the answer is sent (so a canary's
+  guard rails judge the candidate's error rate and disagreement on the very rows it
+  answered, at the cost of one extra ``session.run`` on ``share`` of the requests, off
+  the answer's path). Requests the serving version answers in canary are not compared.
+- **Where**: bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are compared on the
+  event loop once the answer is sent; larger ones on a worker thread, at most
+  :data:`BACKGROUND` at once (more are skipped and counted, ``dsc_rollout_skipped_total``):
+  a comparison holds the decoded rows after the request's admission ticket is released,
+  so their number is bounded here instead.
+- **Windows**: every ``DSC_ROLLOUT_WINDOW_SECONDS`` the poller thread records each
+  rollout's window (:func:`~dscloud.rollout_guard.record_comparison`: the counts since the
+  last record, so records of every process merge by addition in ``dsc rollout status``)
+  and then judges this process's counts since the rollout started
+  (:func:`~dscloud.rollout_guard.guard`): each process judges what it compared itself,
+  without reading the other processes' records, so the cost of a window does not grow
+  with the fleet or the rollout's age; the thresholds are rates, which every process
+  estimates alike, and ``min_rows`` applies per process. The first process to see a
+  breach aborts; every process drops the candidate on its next poll.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from dscloud.archive import Archive
+from dscloud.live import LiveModel
+from dscloud.rollout import Rollout
+from dscloud.rollout_guard import guard, record_comparison
+from dscloud.scorer import Predictions, Scorer
+from dscloud.server.metrics import RolloutSeries
+from dscloud.server.protocols import Batch
+from dscloud.server.rollout_counts import RolloutCounts
+
+__all__ = [
+    "BACKGROUND",
+    "REQUEST_ID_HEADER",
+    "ROUTE_KEY_HEADER",
+    "RequestIds",
+    "ServerRollouts",
+    "Trial",
+]
+
+log = logging.getLogger("dscloud.server.rollout")
+
+#: The header carrying the canary routing key.
+ROUTE_KEY_HEADER = "x-dsc-route-key"
+#: The header carrying the request id, in and out.
+REQUEST_ID_HEADER = "x-request-id"
+#: Comparisons of large bodies running on worker threads at once, per process.
+BACKGROUND = 2
+_MAX_ID = 128
+
+
+class RequestIds:
+    """The request id of each scoring request (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._count = itertools.count(1)
+
+    def of(self, given: str | None) -> str:
+        """``given`` when it is a usable id, else a new one unique to this process."""
+        if given and len(given) <= _MAX_ID and given.isascii() and given.isprintable():
+            return given
+        return f"{self._prefix}-{next(self._count):x}"
+
+
+class Trial:
+    """One request's part in a rollout: the version that answers, the other one, and what
+    the answering call did, for the comparison after the answer is sent."""
+
+    __slots__ = ("answer", "answerer", "batch", "by_candidate", "followed", "other", "seconds")
+
+    def __init__(
+        self, followed: RolloutCounts, answerer: Scorer, other: Scorer, *, by_candidate: bool
+    ) -> None:
+        self.followed = followed
+        self.answerer, self.other, self.by_candidate = answerer, other, by_candidate
+        self.batch: Batch | None = None
+        self.answer: Predictions | None = None
+        self.seconds = 0.0
+
+    def score(self, batch: Batch) -> Predictions:
+        """The answering version's predictions for ``batch`` (what the request answers);
+        raises what :meth:`Scorer.score_columns` raises, remembering that it failed."""
+        self.batch = batch
+        started = time.perf_counter()
+        try:
+            self.answer = self.answerer.score_columns(batch.columns, batch.n_rows)
+        finally:
+            self.seconds = time.perf_counter() - started
+        return self.answer
+
+    def compare(self) -> None:
+        """Score the same rows with the other version and count both. Never raises: the
+        request was answered already, and a comparison must not take the server down."""
+        batch, followed = self.batch, self.followed
+        if batch is None or (self.answer is None and not self.by_candidate):
+            return  # nothing decoded (bad body), or the serving version failed: no pair
+        try:
+            started = time.perf_counter()
+            other: Predictions | None
+            try:
+                other = self.other.score_columns(batch.columns, batch.n_rows)
+            except Exception:
+                if not self.by_candidate:
+                    _failed(followed, "the candidate's shadow call failed")
+                other = None
+            seconds = time.perf_counter() - started
+            if self.by_candidate:
+                current, candidate, times = other, self.answer, (seconds, self.seconds)
+            else:
+                current, candidate, times = self.answer, other, (self.seconds, seconds)
+            if current is None:
+                return  # the serving version failed on the canary's rows: nothing to hold to
+            followed.add(current, candidate, batch, times)
+        except Exception:
+            _failed(followed, "comparing the two versions failed")
+
+
+def _failed(followed: RolloutCounts, what: str) -> None:
+    followed.failures += 1
+    # Once per rollout and process; a failed candidate call is also counted as its errors.
+    if followed.failures == 1:
+        log.warning(
+            "%s (rollout %s of %s@%s)",
+            what,
+            followed.rollout.id,
+            followed.name,
+            followed.alias,
+            exc_info=True,
+        )
+
+
+class ServerRollouts:
+    """The rollouts one server process follows (see the module docstring)."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        window_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.archive = archive
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._last = clock()
+        self._followed: dict[tuple[str, str, int], RolloutCounts] = {}
+        self._lock = threading.Lock()
+        self._background = 0
+        self.by = f"dsc serve on {socket.gethostname()} (pid {os.getpid()})"
+
+    # -- the request path -----------------------------------------------------------------
+
+    def pick(
+        self, live: LiveModel, serving: Scorer, key: str | None
+    ) -> tuple[Scorer, Trial | None]:
+        """The scorer that answers a request with routing ``key`` (None: the request is
+        pinned to ``serving``, the version it named), and its :class:`Trial` when the
+        request is compared; ``(serving, None)`` without a rollout."""
+        following, alias = live.following, live.ref.alias
+        if following is None or alias is None:
+            return serving, None
+        rollout, candidate = following
+        if candidate.version == serving.version or serving.version is None:
+            return serving, None  # promoted between two reads of the poller's attributes
+        followed = self._for(serving.name, alias, rollout, serving.version)
+        if rollout.mode == "shadow":
+            return serving, Trial(followed, serving, candidate, by_candidate=False)
+        if key is not None and rollout.answers(serving.name, alias, key):
+            return candidate, Trial(followed, candidate, serving, by_candidate=True)
+        return serving, None
+
+    async def after(self, trial: Trial, *, inline: bool) -> None:
+        """Compare ``trial`` once its answer was sent: here (``inline``), or on a worker
+        thread when one of :data:`BACKGROUND` is free (else skipped and counted)."""
+        if inline:
+            trial.compare()
+            return
+        if self._background >= BACKGROUND:
+            trial.followed.skipped += 1
+            return
+        self._background += 1  # event loop only: no lock
+        try:
+            await run_in_threadpool(trial.compare)
+        finally:
+            self._background -= 1
+
+    def _for(self, name: str, alias: str, rollout: Rollout, current: int) -> RolloutCounts:
+        key = (name, rollout.id, current)
+        followed = self._followed.get(key)
+        if followed is None:
+            with self._lock:
+                followed = self._followed.setdefault(
+                    key, RolloutCounts(name, alias, rollout, current)
+                )
+        return followed
+
+    # -- the poller thread ----------------------------------------------------------------
+
+    def tick(self, models: Iterable[LiveModel]) -> None:
+        """Once a window has passed: record each rollout's window and judge its totals
+        (see the module docstring). Called after every alias poll; never raises for an
+        archive that cannot be written (the window's counts go into the next record)."""
+        now = self._clock()
+        if now - self._last < self.window_seconds:
+            return
+        self._last = now
+        running = {
+            (m.scorer.name, m.following[0].id): m.following[0]
+            for m in models
+            if m.following is not None
+        }
+        for key, followed in list(self._followed.items()):
+            latest = running.get((followed.name, followed.rollout.id))
+            if latest is not None:
+                followed.rollout = latest  # thresholds may have changed (same id)
+            self._close_window(followed, judge=latest is not None)
+            if latest is None:  # the rollout ended or the serving version moved
+                with self._lock:
+                    self._followed.pop(key, None)
+
+    def flush(self) -> None:
+        """Record every open window now, without judging (at shutdown, once the poller
+        stopped: the last window of a process is not lost)."""
+        for followed in list(self._followed.values()):
+            self._close_window(followed, judge=False)
+
+    def _close_window(self, followed: RolloutCounts, *, judge: bool) -> None:
+        window = followed.take_window()
+        if followed.unrecorded is not None:
+            window, followed.unrecorded = followed.unrecorded + window, None
+        try:
+            if window.versions["current"].rows or window.versions["candidate"].rows:
+                try:
+                    record_comparison(
+                        self.archive,
+                        followed.name,
+                        followed.alias,
+                        followed.rollout,
+                        window,
+                        by=self.by,
+                    )
+                except Exception:
+                    followed.unrecorded = window
+                    raise
+            if not judge or followed.aborted:
+                return
+            figures = followed.figures()
+            aborted = guard(
+                self.archive,
+                followed.name,
+                followed.alias,
+                followed.rollout,
+                figures,
+                by=f"guard rail ({self.by})",
+            )
+        except Exception:
+            log.warning(
+                "could not record or judge rollout %s of %s@%s; trying again next window",
+                followed.rollout.id,
+                followed.name,
+                followed.alias,
+                exc_info=True,
+            )
+            return
+        if followed.rollout.thresholds.breaches(figures):
+            followed.aborted = True  # by us or by another process: either way, it is over
+        if aborted is not None:
+            log.warning(
+                "aborted rollout %s of %s@%s: %s",
+                followed.rollout.id,
+                followed.name,
+                followed.alias,
+                aborted.get("why"),
+                extra={"model": followed.name, "figures": figures},
+            )
+
+    # -- what the server shows ------------------------------------------------------------
+
+    def series(self) -> list[RolloutSeries]:
+        """Each compared rollout's labels, figures and skipped count, for ``/metrics``."""
+        return [
+            (f.labels(), f.figures(), f.skipped)
+            for f in sorted(self._followed.values(), key=lambda f: f.labels())
+        ]
+
+    def describe(self, live: LiveModel) -> dict[str, Any] | None:
+        """The rollout of ``live``'s alias for its metadata: the record, whether the
+        candidate answers (None when there is no rollout), and this process's comparison."""
+        following = live.following
+        if following is None:
+            if live.rollout_error is None:
+                return None
+            return {"candidate_ready": False, "error": live.rollout_error}
+        rollout = following[0]
+        found = [
+            f for f in self._followed.values() if f.rollout.id == rollout.id and f.name == live.name
+        ]
+        return {
+            "candidate_ready": True,
+            **rollout.to_dict(),
+            "comparison": found[0].figures() if found else None,
+        }
