@@ -19,6 +19,7 @@ descriptors and the load balancer's health checks start failing. So:
   a request and stalled.)
 
 The scoring concurrency cap and the memory budget are in :mod:`dscloud.server.admission`.
+The same protocol subclass also writes each answer in one piece (:class:`CoalescedWrites`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "KEEP_ALIVE_SECONDS",
     "PROTOCOL",
     "BodyDeadlines",
+    "CoalescedWrites",
     "HeaderDeadlineProtocol",
     "deadline_protocol",
 ]
@@ -49,8 +51,50 @@ def _base() -> type[Any]:
     return HttpToolsProtocol
 
 
+class CoalescedWrites:
+    """A connection's transport whose writes of one event-loop turn go out as one.
+
+    uvicorn writes an answer's status line and headers, then its body, with two
+    ``write`` calls: two syscalls, and two wake-ups of the client for one small answer.
+    Here the writes made before the loop's next turn are joined and written once (one
+    ``call_soon`` per answer); :meth:`close` writes what waits first. Measured on 1-row
+    requests: about a fifth less CPU per request (``bench/serve.md``). Everything else is
+    the real transport's.
+    """
+
+    __slots__ = ("_loop", "_transport", "_waiting")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._waiting: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._waiting:
+            self._loop.call_soon(self._flush)
+        self._waiting.append(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def _flush(self) -> None:
+        if self._waiting:
+            data = b"".join(self._waiting)
+            self._waiting.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeaderDeadlineProtocol(_base()):  # type: ignore[misc]
-    """uvicorn's protocol, closing a connection whose request headers are late.
+    """uvicorn's protocol, closing a connection whose request headers are late, and
+    writing each answer in one piece (:class:`CoalescedWrites`).
 
     ``header_seconds`` is set once per process by :func:`deadline_protocol` (0 disables).
     """
@@ -60,6 +104,8 @@ class HeaderDeadlineProtocol(_base()):  # type: ignore[misc]
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        # Set after uvicorn's own setup: its flow control keeps the real transport.
+        self.transport = CoalescedWrites(transport, self.loop)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
