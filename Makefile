@@ -8,13 +8,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov in a venv of its own: its pins contradict requirements-dev.txt (requirements-checkov.txt).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: demo test local local-down local-env lint typecheck contracts pytest synth bench clean images images-test podman base-image wheels
+.PHONY: demo test checkov local local-down local-env lint typecheck contracts pytest synth bench clean images images-test podman base-image wheels
 
 $(STAMP): requirements-dev.txt runtime/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
 	touch $@
 
 node_modules/.installed: package.json
@@ -49,8 +58,13 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(CHECKOV_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+# checkov over every environment's templates: each failure with its justification from
+# docs/security.md, or UNJUSTIFIED (tests/stacks/test_checkov.py fails on those and on stale rows).
+checkov: $(STAMP) $(CHECKOV_STAMP)
+	$(PY) -m tests.stacks.checkov
 
 synth: $(STAMP) node_modules/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet
@@ -86,4 +100,4 @@ images-test: $(STAMP) images
 	$(WITH_CONTAINERS) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m images tests/docker
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out cdk.out.local .dsc wheels
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules cdk.out cdk.out.local .dsc wheels

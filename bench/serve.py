@@ -16,6 +16,7 @@ bench/serve.md quotes the figures.
 
     .venv/bin/python bench/serve.py [--seconds 8]      # measure, write results/serve.json
     .venv/bin/python bench/serve.py --report           # the tables of bench/serve.md
+    .venv/bin/python bench/serve.py --in-process       # only raw, core and request path
 
 Needs `wrk` (apt-get install wrk), an MLflow venv with the same scikit-learn
 (bench/.venv-mlflow: `python3.11 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip
@@ -51,6 +52,7 @@ import dscloud
 from dscloud import example
 from dscloud.archive import Archive
 from dscloud.scorer import Scorer
+from dscloud.server.invocations import decode_invocations, encode_invocations
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -427,24 +429,51 @@ def per_call_us(fn: Any, n: int) -> dict[str, float]:
 
 
 def in_process(
-    artifact: dscloud.Artifact, row: dict[str, Any], rows: list[dict[str, Any]]
+    artifact: dscloud.Artifact,
+    row: dict[str, Any],
+    rows: list[dict[str, Any]],
+    columns: list[str] | None = None,
 ) -> dict[str, Any]:
+    """p50/p99/mean µs of raw ``session.run``, the core and the whole request path.
+
+    The core is measured two ways on 1,000 rows: ``Scorer.score_records`` (row dicts, the
+    in-process API) and ``Scorer.score_columns`` on the columns ``/invocations`` decodes
+    from a ``dataframe_split`` body; the request path is that body's bytes through
+    ``decode_invocations``, ``score_columns`` and ``encode_invocations`` (everything the
+    server does for a request but the socket, the admission and the log line)."""
     scorer = Scorer(artifact)
     feeds = scorer.schema.encode_records([row]).feeds
     names = [o.name for o in scorer.schema.outputs]
     big_feeds = scorer.schema.encode_records(rows).feeds
+    body = split_body(rows, columns or list(rows[0]))
+    batch = decode_invocations(body, "application/json", scorer.schema)
+
+    def request() -> bytes:
+        decoded = decode_invocations(body, "application/json", scorer.schema)
+        preds = scorer.score_columns(decoded.columns, decoded.n_rows)
+        preds.raise_for_rejects()
+        return encode_invocations(preds, scorer)
+
     out: dict[str, Any] = {
         "raw_session_run_1row": per_call_us(lambda: scorer.session.run(names, feeds), 5000),
         "core_score_records_1row": per_call_us(lambda: scorer.score_records([row]), 5000),
         "raw_session_run_1000rows": per_call_us(lambda: scorer.session.run(names, big_feeds), 300),
         "core_score_records_1000rows": per_call_us(lambda: scorer.score_records(rows), 300),
+        "core_score_columns_1000rows": per_call_us(
+            lambda: scorer.score_columns(batch.columns, batch.n_rows), 300
+        ),
+        "request_path_1000rows": per_call_us(request, 300),
+        "body_bytes_1000rows": len(body),
     }
-    out["core_over_raw_1row"] = round(
-        out["core_score_records_1row"]["p50_us"] / out["raw_session_run_1row"]["p50_us"], 2
-    )
+    raw_1, raw_1000 = (out[f"raw_session_run_{n}"]["p50_us"] for n in ("1row", "1000rows"))
+    out["core_over_raw_1row"] = round(out["core_score_records_1row"]["p50_us"] / raw_1, 2)
     out["core_over_raw_1000rows"] = round(
-        out["core_score_records_1000rows"]["p50_us"] / out["raw_session_run_1000rows"]["p50_us"], 2
+        out["core_score_records_1000rows"]["p50_us"] / raw_1000, 2
     )
+    out["columns_over_raw_1000rows"] = round(
+        out["core_score_columns_1000rows"]["p50_us"] / raw_1000, 2
+    )
+    out["request_over_raw_1000rows"] = round(out["request_path_1000rows"]["p50_us"] / raw_1000, 2)
     return out
 
 
@@ -462,6 +491,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run")
     ap.add_argument("--models", default="churn,forest")
     ap.add_argument("--no-mlflow", action="store_true")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure only the in-process section (no servers); print it, write nothing",
+    )
     args = ap.parse_args()
 
     ex = example.train(seed=0, rows=5000)
@@ -502,8 +536,12 @@ def main() -> int:
             ]
             batch_rows = (rows * math.ceil(BATCH_ROWS / len(rows)))[:BATCH_ROWS]
             one, batch = split_body(rows[:1], columns), split_body(batch_rows, columns)
-            entry: dict[str, Any] = {"in_process": in_process(artifact, rows[0], batch_rows)}
+            entry: dict[str, Any] = {
+                "in_process": in_process(artifact, rows[0], batch_rows, columns)
+            }
             print(f"  in process: {json.dumps(entry['in_process'])}", flush=True)
+            if args.in_process:
+                continue
             onnx_inputs = [i.name for i in Scorer(artifact).session.get_inputs()]
             servers: list[dict[str, Any]] = []
             for w in (1, 2):
@@ -538,6 +576,8 @@ def main() -> int:
             entry["servers"] = servers
             entry["ratios"] = ratios(servers)
             results["models"][name] = entry
+    if args.in_process:
+        return 0
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
@@ -581,6 +621,21 @@ def _x(r: dict[str, Any] | None, key: str, digits: int = 2) -> str:
     return "" if r is None or key not in r else f"{r[key]:.{digits}f}"
 
 
+def _request_path_rows(ip: dict[str, Any]) -> list[str]:
+    """The in-process rows of the columnar core and the request path (absent from runs
+    made before they were measured)."""
+    if "request_path_1000rows" not in ip:
+        return []
+    return [
+        f"| core `Scorer.score_columns` (decoded `dataframe_split`) | "
+        f"| {ip['core_score_columns_1000rows']['p50_us']} |",
+        f"| score_columns / raw | | {ip['columns_over_raw_1000rows']}x |",
+        f"| request path: body bytes -> `decode_invocations` -> `score_columns` -> "
+        f"`encode_invocations` | | {ip['request_path_1000rows']['p50_us']} |",
+        f"| request path / raw | | {ip['request_over_raw_1000rows']}x |",
+    ]
+
+
 def report(results: dict[str, Any]) -> str:
     """The Markdown tables of bench/serve.md, from a results dict."""
     lines = []
@@ -596,6 +651,7 @@ def report(results: dict[str, Any]) -> str:
             f"| core `Scorer.score_records` | {ip['core_score_records_1row']['p50_us']} "
             f"| {ip['core_score_records_1000rows']['p50_us']} |",
             f"| core / raw | {ip['core_over_raw_1row']}x | {ip['core_over_raw_1000rows']}x |",
+            *_request_path_rows(ip),
             "",
             "| over HTTP, 1-row and 1,000-row requests | p50 ms c=1 | p99 ms c=1 | req/s c=1 "
             "| req/s c=16 | req/s c=64 | rows/s, 1,000-row requests | RSS MB | errors |",

@@ -31,7 +31,7 @@ dsc history churn --metric auc --plot .dsc/churn-auc.png
 say "verify churn@production (integrity + golden replay)"
 dsc verify churn@production
 
-for part in serve stream batch monitor; do
+for part in serve stream batch monitor rollout; do
   if [ -x "$here/demo_$part.sh" ]; then
     say "$part"
     bash "$here/demo_$part.sh"
@@ -43,4 +43,5 @@ echo "archive:        $DSC_ARCHIVE  (models/churn/versions, aliases, audit)"
 echo "history chart:  .dsc/churn-auc.png"
 [ -d .dsc/demo ] && echo "demo outputs:   .dsc/demo/"
 [ -d .dsc/demo-monitor ] && echo "drift report:   .dsc/demo-monitor/drift.png, history.png"
+[ -d .dsc/demo-rollout ] && echo "rollout runs:   .dsc/demo-rollout/shadow, canary"
 echo "envelope:       $DSC_ARCHIVE/models/churn/versions/$first/envelope.json"

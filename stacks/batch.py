@@ -4,26 +4,42 @@ job definitions, and the nightly scoring schedule.
 Scoring runs as an array job: child i of n scores shard i (`AWS_BATCH_JOB_ARRAY_INDEX`,
 set by Batch) of n (`DSC_SHARD_COUNT`, set here and equal to the schedule's array size).
 Compute environments scale to zero, so an idle cluster costs nothing.
+
+A completed nightly run publishes its drift figures (`DriftPredictionPsi`,
+`DriftWorstFeaturePsi`, `DriftRows`: runtime/dscloud/batch/metrics.py) under the same
+namespace as the online scorer; two alarms send the environment's alarms topic (the online
+stack's) a message when either PSI is above `batch.drift_psi_alarm`.
 """
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_batch as batch
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.archive import Archive
+from stacks.archive import MODELS_PREFIX, Archive
 from stacks.assets import AssetSources
-from stacks.compliance import acknowledge
+from stacks.compliance import acknowledge, grant_under_prefix
 from stacks.config import EnvironmentConfig
 from stacks.network import Network
+from stacks.online import METRICS_NAMESPACE
 from stacks.retention import log_group
 
-__all__ = ["SCORING_COMMAND", "TRAINING_COMMAND", "BatchCluster", "BatchStack", "NightlyScoring"]
+__all__ = [
+    "SCORING_COMMAND",
+    "TRAINING_COMMAND",
+    "BatchCluster",
+    "BatchStack",
+    "NightlyDriftAlarms",
+    "NightlyScoring",
+]
 
 # The batch image has no ENTRYPOINT, so the job definition's command is the whole command.
 # Batch substitutes each Ref::name with the submitted parameter, else the default below.
@@ -98,6 +114,7 @@ class BatchCluster(Construct):
                 for order, env in enumerate(environments, start=1)
             ],
         )
+        # CloudWatch Logs' own encryption (checkov CKV_AWS_158, see stacks/retention.py).
         self.log_group = log_group(
             self, "Logs", name=f"/aws/batch/{config.name}", days=config.retention_days
         )
@@ -113,6 +130,8 @@ class BatchCluster(Construct):
         self.training_role = _task_role(self, "TrainingRole", f"{config.name}: training jobs")
         self.scoring_role = _task_role(self, "ScoringRole", f"{config.name}: batch scoring jobs")
 
+        # The `service` dimension of the scoring job's drift metrics (the job definition's name).
+        self.metrics_service = f"{config.name}-score"
         self.input_uri = f"{archive_uri}/{settings.input_prefix}"
         self.output_uri = f"{archive_uri}/{settings.output_prefix}"
         image = assets.batch_image(self, config.batch.image)
@@ -168,7 +187,27 @@ class BatchCluster(Construct):
                 "input": self.input_uri,
                 "output": self.output_uri,
             },
-            environment={"DSC_SHARD_COUNT": str(settings.shard_count)},
+            environment={
+                "DSC_SHARD_COUNT": str(settings.shard_count),
+                "DSC_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "DSC_METRICS_SERVICE": self.metrics_service,
+            },
+        )
+        # A completed run's drift metrics (PutMetricData). The action has no resource-level
+        # permissions, so the resource is "*"; the namespace condition is what scopes it:
+        # the job can write its own namespace's metrics and nothing else in CloudWatch.
+        self.scoring_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            )
+        )
+        acknowledge(
+            self.scoring_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:PutMetricData has no resource-level permissions; the statement is "
+            f"limited to the {METRICS_NAMESPACE} namespace by its cloudwatch:namespace condition.",
         )
 
 
@@ -221,6 +260,56 @@ class NightlyScoring(Construct):
         )
 
 
+class NightlyDriftAlarms(Construct):
+    """Alarms on a completed nightly run's drift: prediction PSI and worst feature PSI.
+
+    They watch the dimensions the job publishes under for the nightly model (`service`,
+    `model`; not `version`, which the alias decides at run time). A run publishes once, so
+    the period is an hour: it holds the run's datapoint, and the alarm is back to OK (no
+    data is not breaching) before the next night, so every drifting run sends a message.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvironmentConfig,
+        cluster: BatchCluster,
+        topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, id)
+        threshold = config.batch.drift_psi_alarm
+        model = config.nightly_model.name
+        self.alarms = []
+        for which, metric, what in (
+            ("Prediction", "DriftPredictionPsi", "the predictions' distribution moved:"),
+            ("Feature", "DriftWorstFeaturePsi", "an input feature moved:"),
+        ):
+            alarm = cloudwatch.Alarm(
+                self,
+                f"{which}Drift",
+                alarm_name=f"{config.name}-Nightly{which}Drift",
+                alarm_description=(
+                    f"{config.name}: nightly scoring of {model}: {what} PSI above {threshold} "
+                    "against the training baseline (major drift); the run's _SUCCESS has the report"
+                ),
+                metric=cloudwatch.Metric(
+                    namespace=METRICS_NAMESPACE,
+                    metric_name=metric,
+                    dimensions_map={"service": cluster.metrics_service, "model": model},
+                    statistic="Maximum",
+                    period=cdk.Duration.hours(1),
+                ),
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+            self.alarms.append(alarm)
+
+
 class BatchStack(cdk.Stack):
     """Composes the cluster and the schedule, and scopes the job roles to their prefixes."""
 
@@ -233,6 +322,7 @@ class BatchStack(cdk.Stack):
         network: Network,
         archive: Archive,
         assets: AssetSources,
+        alarm_topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, id, description=f"{config.name}: batch cluster (dscloud)")
         settings = config.batch
@@ -240,6 +330,11 @@ class BatchStack(cdk.Stack):
             self, "Cluster", config=config, network=network, archive_uri=archive.uri, assets=assets
         )
         self.nightly = NightlyScoring(self, "Nightly", config=config, cluster=self.cluster)
+        # The environment's one alarms topic lives in the online stack; this stack only
+        # refers to it, so Batch deploys after Online and nothing refers back.
+        self.drift_alarms = NightlyDriftAlarms(
+            self, "DriftAlarms", config=config, cluster=self.cluster, topic=alarm_topic
+        )
         cluster = self.cluster
         archive.grant_write_models(cluster.training_role)
         archive.grant_read_prefix(
@@ -252,6 +347,22 @@ class BatchStack(cdk.Stack):
         archive.grant_replace_prefix(
             cluster.scoring_role, settings.output_prefix, purpose="Writes scoring output"
         )
+        # A run that follows an alias's rollout records its comparison (an audit record) and,
+        # when the run's figures breach the rollout's thresholds, aborts it: a compare-and-swap
+        # of the alias record plus an audit record (runtime/dscloud/batch/following.py). So
+        # PutObject on those two kinds of keys only; model versions stay read-only.
+        for prefix, purpose in (
+            (f"{MODELS_PREFIX}*/aliases/", "Aborts a rollout that breached its thresholds"),
+            (f"{MODELS_PREFIX}*/audit/", "Records rollout comparisons and aborts"),
+        ):
+            grant_under_prefix(
+                cluster.scoring_role,
+                bucket_name=archive.bucket_name,
+                prefix=prefix,
+                actions=["s3:PutObject"],
+                purpose=purpose,
+            )
+        archive.key.grant(cluster.scoring_role, "kms:GenerateDataKey")
         outputs = {
             "JobQueueName": cluster.job_queue.job_queue_name,
             "JobQueueArn": cluster.job_queue.job_queue_arn,

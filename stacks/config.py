@@ -191,6 +191,9 @@ class BatchSettings:
     nightly_model: ModelRef | None = None
     # A prebuilt batch image; None builds docker/batch.Dockerfile at deploy time.
     image: str | None = None
+    # A completed nightly run publishes its drift (docs/monitoring.md); an alarm fires when
+    # the prediction's or the worst feature's PSI is above the threshold.
+    drift_psi_alarm: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -491,6 +494,9 @@ def _batch(raw: Mapping[str, Any], key: str) -> BatchSettings:
         output_prefix=prefixes["output_prefix"],
         nightly_model=None if nightly is None else _model_ref(nightly, f"{key}.nightly_model"),
         image=_image(raw, key),
+        drift_psi_alarm=read_float(
+            raw, "drift_psi_alarm", key, 0.01, 10.0, default("drift_psi_alarm")
+        ),
     )
 
 

@@ -125,6 +125,7 @@ class SignedEndpoint(Construct):
             self.api.add_routes(
                 path=path, methods=[apigwv2.HttpMethod(method)], integration=load_balancer
             )
+        # CloudWatch Logs' own encryption (checkov CKV_AWS_158, see stacks/retention.py).
         self.access_logs = log_group(
             self,
             "AccessLogs",

@@ -2,7 +2,7 @@
 
 A Stage holds five stacks, deployed together with `cdk deploy 'dsc-recs-dev/*'`:
 
-    Archive  <- Network  <- Batch
+    Archive  <- Network  <- Batch -> Online (its alarms topic)
         ^         ^
         +---------+------- Serving
         +----------------- Online
@@ -49,10 +49,16 @@ class TeamEnvironment(cdk.Stage):
             self, "Network", config=config, flow_log_bucket=archive.log_bucket
         )
         network = self.network.network
-        self.batch = BatchStack(
-            self, "Batch", config=config, network=network, archive=archive, assets=assets
-        )
         self.online = OnlineStack(self, "Online", config=config, archive=archive, assets=assets)
+        self.batch = BatchStack(
+            self,
+            "Batch",
+            config=config,
+            network=network,
+            archive=archive,
+            assets=assets,
+            alarm_topic=self.online.online.alarm_topic,
+        )
         self.serving = ServingStack(
             self, "Serving", config=config, network=network, archive=archive, assets=assets
         )
@@ -64,7 +70,7 @@ class TeamEnvironment(cdk.Stage):
     @property
     def stacks(self) -> tuple[cdk.Stack, ...]:
         """The environment's stacks, in deployment order."""
-        return (self.archive, self.network, self.batch, self.online, self.serving)
+        return (self.archive, self.network, self.online, self.batch, self.serving)
 
 
 def build_platform(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -43,13 +44,50 @@ def log_retention(days: int) -> logs.RetentionDays:
     return _BY_DAYS[days]
 
 
-def log_group(scope: Construct, id: str, *, name: str, days: int) -> logs.LogGroup:
-    """A named log group that keeps `days` of logs and goes with its stack."""
+def log_group(
+    scope: Construct, id: str, *, name: str, days: int, key: kms.Key | None = None
+) -> logs.LogGroup:
+    """A named log group that keeps `days` of logs and goes with its stack.
+
+    Without `key`, CloudWatch Logs encrypts it with keys of its own (checkov CKV_AWS_158,
+    justified in docs/security.md). With `key` (a key of the same stack), the log group is
+    encrypted with it, and the key's policy lets the CloudWatch Logs service use it for this
+    log group only: CloudWatch Logs needs that grant in the key policy, and CDK does not add it.
+    """
+    if key is not None:
+        stack = cdk.Stack.of(scope)
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=f"CloudWatchLogs{id}",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={
+                    # The name is a literal, so the ARN needs no reference to the log group
+                    # (which itself refers to the key).
+                    "ArnEquals": {
+                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                            service="logs",
+                            resource="log-group",
+                            resource_name=name,
+                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    }
+                },
+            )
+        )
     return logs.LogGroup(
         scope,
         id,
         log_group_name=name,
         retention=log_retention(days),
+        encryption_key=key,
         removal_policy=cdk.RemovalPolicy.DESTROY,
     )
 

@@ -85,6 +85,7 @@ class Serving(Construct):
             drop_invalid_header_fields=True,
         )
         self.load_balancer.log_access_logs(access_log_bucket, prefix="alb")
+        # CloudWatch Logs' own encryption (checkov CKV_AWS_158, see stacks/retention.py).
         self.log_group = log_group(
             self, "Logs", name=f"/ecs/{config.name}-serving", days=config.retention_days
         )
@@ -120,6 +121,9 @@ class Serving(Construct):
             service_name=f"{config.name}-serving",
             load_balancer=self.load_balancer,
             open_listener=False,
+            # Without a certificate the listener is HTTP:80 (checkov CKV_AWS_2, CKV_AWS_103;
+            # justified in docs/security.md): TLS needs a name the team owns, and only the
+            # VPC link, behind the HTTPS and SigV4 endpoint, may reach this listener.
             certificate=certificate,
             protocol=elbv2.ApplicationProtocol.HTTPS
             if self.https

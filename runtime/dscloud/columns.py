@@ -10,6 +10,7 @@ row gets its own reason naming the column and what it expected.
 from __future__ import annotations
 
 import math
+from array import array as _c_array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,9 +129,7 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
             i: f"column {col.name!r}: expected {col.describe()}, got a boolean"
             for i in range(len(values))
         }
-    elif (_INT_TYPES if col.dtype == "int64" else _NUMBER_TYPES).issuperset(map(type, values)) and (
-        (fast := _as_array(values, dtype)) is not None
-    ):
+    elif not isinstance(values, np.ndarray) and (fast := _numbers(col, values)) is not None:
         array = fast
     else:
         array = np.zeros(len(values), dtype=dtype)
@@ -141,7 +140,7 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
                 array[i] = np.nan if col.dtype != "int64" else 0
                 if not col.nullable or col.dtype == "int64":
                     bad[i] = f"column {col.name!r} is null: expected {col.describe()}"
-            elif isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            elif not _is_number(col, v):
                 bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
             elif (
                 col.dtype == "int64"
@@ -155,6 +154,11 @@ def _convert_numeric(col: Column, values: Sequence[Any] | Array) -> tuple[Array,
                         array[i] = v
                 except OverflowError:
                     bad[i] = f"column {col.name!r}: {_show(v)} is out of range for {col.dtype}"
+                except (TypeError, ValueError):  # a __float__ that refuses (Decimal("sNaN"))
+                    bad[i] = f"column {col.name!r}: expected {col.describe()}, got {_show(v)}"
+        if array.dtype.kind == "f" and not col.nullable:
+            for i in np.flatnonzero(np.isnan(array)).tolist():  # Decimal("NaN") and kin
+                bad.setdefault(i, f"column {col.name!r} is null: expected {col.describe()}")
         _flag_overflow(col, values, array, bad)
         return array, bad
     if array.dtype.kind == "f" and not col.nullable and _has_nan(values, array):
@@ -185,11 +189,64 @@ def _flag_overflow(
             )
 
 
-#: Exactly these Python types pass as numbers (bool is a subclass of int, and is refused).
-_NUMBER_TYPES = frozenset({float, int})
-#: An int64 column takes only ints on the fast path: a float such as 1.5 must be refused
-#: (the per-value path checks ``is_integer``), not truncated by numpy.
-_INT_TYPES = frozenset({int})
+#: Booleans are refused as numbers, although Python and numpy count them as integers.
+_BOOLEANS = (bool, np.bool_)
+#: Text is refused as a number, although it may convert (``float("1.5")``).
+_TEXT = (str, bytes, np.str_, np.bytes_)
+
+
+def _is_number(col: Column, value: Any) -> bool:
+    """Whether the per-value path takes ``value`` as a number of ``col``.
+
+    The rule is the one the C conversion of :func:`_numbers` applies, so that a column
+    gets the same answer whichever path it takes: an int64 column takes integers (Python
+    and numpy) and integral floats; a float column takes anything that converts itself to
+    a float (``__float__`` or ``__index__``: Python and numpy numbers, ``Decimal``,
+    ``Fraction``). Never a boolean, never text.
+    """
+    if isinstance(value, _BOOLEANS + _TEXT):
+        return False
+    if col.dtype == "int64":
+        return isinstance(value, (int, float, np.integer, np.floating))
+    kind = type(value)
+    return hasattr(kind, "__float__") or hasattr(kind, "__index__")
+
+
+#: Up to this many 0/1 values in a column are looked at one by one for booleans; beyond
+#: it, one pass over the types of the whole column is cheaper.
+_FEW_CANDIDATES = 64
+
+
+def _numbers(col: Column, values: Sequence[Any]) -> Array | None:
+    """``values`` as the column's array in one C pass, or None when some value needs the
+    per-value path (a null, a missing value, text, a boolean, an int beyond the dtype, a
+    float in an int64 column), which says what is wrong with it.
+
+    ``array.array`` converts a sequence of numbers without numpy's per-element type
+    discovery (the cost of scoring many rows was mostly that) and refuses everything that
+    is not a number, except booleans, which it takes as 0 and 1: so only the values that
+    came out 0 or 1 are looked at again.
+    """
+    try:
+        if col.dtype == "int64":
+            array: Array = np.frombuffer(_c_array("q", values), dtype=np.int64)
+        else:
+            array = np.frombuffer(_c_array("d", values), dtype=np.float64)
+    except (TypeError, OverflowError, ValueError):
+        return None
+    candidates = np.flatnonzero((array == 0) | (array == 1))
+    if len(candidates) > _FEW_CANDIDATES:
+        if not _BOOLEAN_TYPES.isdisjoint(map(type, values)):
+            return None
+    elif len(candidates) and any(type(values[i]) in _BOOLEAN_TYPES for i in candidates.tolist()):
+        return None
+    if col.dtype == "float32":
+        with np.errstate(over="ignore"):  # float32 overflow: flagged by the caller
+            return array.astype(np.float32)
+    return array
+
+
+_BOOLEAN_TYPES = frozenset(_BOOLEANS)
 
 
 def _has_nan(values: Sequence[Any] | Array, array: Array) -> bool:
@@ -198,15 +255,6 @@ def _has_nan(values: Sequence[Any] | Array, array: Array) -> bool:
     if len(values) <= 16 and not isinstance(values, np.ndarray):
         return any(v != v for v in values)
     return bool(np.isnan(array).any())
-
-
-def _as_array(values: Sequence[Any] | Array, dtype: Any) -> Array | None:
-    """``values`` as an array, or None when some int is out of range (JSON allows any)."""
-    try:
-        with np.errstate(over="ignore"):
-            return np.asarray(values, dtype=dtype)
-    except OverflowError:
-        return None
 
 
 def _floats_to_int(col: Column, values: Array) -> tuple[Array, dict[int, str]]:

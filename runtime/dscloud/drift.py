@@ -67,6 +67,11 @@ Array = npt.NDArray[Any]
 COUNTS_VERSION = 1
 
 
+#: Up to this many dictionary entries, :meth:`Tally.from_codes` compares instead of bincount
+#: (each comparison pass costs about a tenth of a bincount; docs/monitoring.md).
+_FEW_CATEGORIES = 16
+
+
 @dataclass(frozen=True)
 class Tally:
     """A categorical column already counted by value: ``counts`` of each present value
@@ -91,11 +96,21 @@ class Tally:
     @classmethod
     def from_codes(cls, codes: Array, categories: Sequence[Any]) -> Tally:
         """Count dictionary-encoded values: ``codes`` index ``categories``, below 0 is
-        missing. A Parquet string column read as a dictionary counts this way in about a
-        nanosecond a row (one ``bincount``), without touching a string per row."""
-        counted = np.bincount(np.asarray(codes, dtype=np.int64) + 1, minlength=len(categories) + 1)
+        missing. A Parquet string column read as a dictionary counts this way without
+        touching a string per row: a few comparisons of its codes when the dictionary is
+        small, else one ``bincount``."""
+        codes = np.asarray(codes)
+        if len(categories) <= _FEW_CATEGORIES:
+            # One vectorised comparison per code (missing, then each category) reads the
+            # codes as they are; bincount first widens them to 64 bits and costs 3 to 5
+            # times as much for the handful of categories most columns have.
+            counted = [int(np.count_nonzero(codes == code)) for code in range(-1, len(categories))]
+        else:
+            counted = np.bincount(
+                codes.astype(np.int64) + 1, minlength=len(categories) + 1
+            ).tolist()
         counts: dict[str, int] = {}
-        for category, n in zip(categories, counted[1:].tolist(), strict=False):
+        for category, n in zip(categories, counted[1:], strict=False):
             if n:
                 key = str(category)
                 counts[key] = counts.get(key, 0) + n

@@ -35,18 +35,30 @@ from typing import Any
 
 from dscloud.archive import Archive, Ref, check_alias, check_name, current_user
 from dscloud.envelope import Envelope
-from dscloud.errors import ConfigError, DscError, RolloutError
+from dscloud.errors import (
+    ArtifactIntegrityError,
+    ConfigError,
+    DscError,
+    EnvelopeError,
+    GoldenMismatchError,
+    ModelLoadError,
+    NotFoundError,
+    RolloutError,
+)
 from dscloud.rollout_record import MODES, Rollout, Thresholds, incompatibility, routes_to_candidate
+from dscloud.scorer import Scorer
 from dscloud.stores import Conflict
 from dscloud.verify import verify
 
 __all__ = [
+    "CANDIDATE_REFUSALS",
     "MODES",
     "Rollout",
     "Thresholds",
     "abort",
     "change",
     "incompatibility",
+    "load_candidate",
     "promote",
     "routes_to_candidate",
     "start",
@@ -54,6 +66,18 @@ __all__ = [
 ]
 
 _MAX_TRIES = 100
+
+#: What :func:`load_candidate` raises when the candidate itself must not score (its bytes,
+#: its envelope, its interface, or its absence), as opposed to an archive that could not be
+#: read at the moment.
+CANDIDATE_REFUSALS = (
+    ArtifactIntegrityError,
+    EnvelopeError,
+    GoldenMismatchError,
+    ModelLoadError,
+    NotFoundError,
+    RolloutError,
+)
 
 
 def status(archive: Archive, name: str, alias: str) -> tuple[dict[str, Any], Rollout | None]:
@@ -209,6 +233,41 @@ def abort(
     extra = {"figures": dict(figures)} if figures is not None else {}
     moved = _move(archive, name, alias, end, event="rollout-abort", by=by, why=reason, **extra)
     return moved[0] if moved else None
+
+
+def load_candidate(
+    archive: Archive,
+    name: str,
+    alias: str,
+    rollout: Rollout,
+    serving: Scorer,
+    *,
+    threads: int = 1,
+) -> Scorer:
+    """The rollout's candidate, ready to score the rows decoded for ``serving``: loaded and
+    verified like any version (sha256, goldens), with the sha256 the rollout record names,
+    and an interface compatible with ``serving``'s (checked at start too; checked again by
+    every runtime, which hands the candidate the rows it decoded for the serving version).
+
+    Raises one of :data:`CANDIDATE_REFUSALS` when the candidate must not score, and what
+    reading the archive raises otherwise.
+    """
+    candidate = Scorer(archive.load(Ref(name=name, version=rollout.candidate)), threads=threads)
+    if candidate.sha256 != rollout.candidate_sha256:
+        raise ArtifactIntegrityError(
+            path=f"{archive.uri}/models/{name}/aliases/{alias}.json",
+            what="the candidate's sha256",
+            actual=rollout.candidate_sha256,
+            source=f"{candidate.name}@{candidate.version} records",
+            expected=candidate.sha256,
+        )
+    why = incompatibility(serving.schema, candidate.schema)
+    if why is not None:
+        raise RolloutError(
+            f"candidate {name}@{rollout.candidate} is incompatible with "
+            f"{name}@{serving.version}: {why}"
+        )
+    return candidate
 
 
 # -- the pieces ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from dscloud.columns import DTYPES, F32_MAX, MISSING, Column, convert, encodable, exact
 from dscloud.errors import EnvelopeError, SchemaError
 
-__all__ = ["DTYPES", "OUTPUT_KINDS", "Column", "Encoded", "Output", "Schema"]
+__all__ = ["DTYPES", "OUTPUT_KINDS", "SHARE_ROWS", "Column", "Encoded", "Output", "Schema"]
 
 #: The outputs a model can have, in the order every answer lists them.
 OUTPUT_KINDS = ("label", "probabilities", "value")
@@ -220,6 +220,29 @@ class Schema:
                 return dict(zip(names, zip(*table, strict=True), strict=True))
         return {name: [r.get(name, MISSING) for r in rows] for name in names}
 
+    def compact(self, columns: dict[str, Any], n_rows: int) -> None:
+        """Replace, in ``columns``, each column of Python values that converts without a
+        reject by its array: the same input to :meth:`encode_columns` (which then only
+        checks it), held in a fraction of the memory.
+
+        A decoder calls this as soon as it has the columns, so that a large body's boxed
+        values (a float object and a pointer for every cell, a string object for every text
+        cell) are freed one column at a time before the model runs, instead of living until
+        the answer is sent (bench/memory.md). A column with a bad value stays as it is, for
+        :meth:`encode_columns` to give each row its reason. Up to :data:`SMALL_BATCH` rows
+        nothing changes (the single-row path wants the Python values).
+        """
+        if n_rows <= SMALL_BATCH:
+            return
+        for col in self.columns:
+            values = columns.get(col.name)
+            if values is None or isinstance(values, np.ndarray) or len(values) != n_rows:
+                continue
+            array, bad = convert(col, values)
+            if not bad:
+                columns[col.name] = array if col.numeric else _shared_texts(array)
+            del values, array  # the column's Python values go now, not after the last one
+
     def encode_columns(self, columns: Mapping[str, Sequence[Any] | Array], n_rows: int) -> Encoded:
         """Validate columnar input and build feeds for the valid rows.
 
@@ -325,3 +348,20 @@ class Schema:
             )
         except (KeyError, TypeError) as exc:
             raise EnvelopeError(f"invalid schema: missing or malformed {exc}") from exc
+
+
+#: From this many rows, equal texts of a compacted column are made one object.
+SHARE_ROWS = 4096
+
+
+def _shared_texts(array: Array) -> Array:
+    """A string column with equal texts as one object (a category repeats on every row), in
+    two C passes; unchanged when it is short or mostly distinct (identifiers)."""
+    if len(array) < SHARE_ROWS:
+        return array
+    canonical = dict(zip(array.tolist(), array.tolist(), strict=True))
+    if len(canonical) > len(array) // 4:
+        return array
+    return np.fromiter(
+        map(canonical.__getitem__, array.tolist()), dtype=np.object_, count=len(array)
+    )

@@ -241,6 +241,17 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "metrics_namespace", ("DSC_METRICS_NAMESPACE",), "text", None,
+        "the CloudWatch namespace a completed `dsc score` run publishes its drift figures "
+        "to (PutMetricData; the batch stack sets `dscloud`); unset: nothing is published, "
+        "as in local runs",
+    ),
+    Setting(
+        "metrics_service", ("DSC_METRICS_SERVICE",), "text", "dscloud-score",
+        "the `service` dimension of those metrics, beside `model` (the batch stack sets "
+        "ENV-score, as the stream's POWERTOOLS_SERVICE_NAME is ENV-scorer)",
+    ),
+    Setting(
         "shard_index", ("AWS_BATCH_JOB_ARRAY_INDEX",), "int", 0,
         "the shard this `dsc score` runs (AWS Batch sets it in each child of an array job)",
         flags=("dsc score --shard-index",), minimum=0,
@@ -311,6 +322,8 @@ class Settings:
     drift: int = _default("drift")
     drift_window_seconds: float = _default("drift_window_seconds")
     drift_min_rows: int = _default("drift_min_rows")
+    metrics_namespace: str | None = _default("metrics_namespace")
+    metrics_service: str = _default("metrics_service")
     shard_index: int = _default("shard_index")
     shard_count: int = _default("shard_count")
     s3_endpoint: str | None = _default("s3_endpoint")

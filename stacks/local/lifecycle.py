@@ -14,7 +14,7 @@ never from hand-written arguments:
    mapping; they must land in the deployed table, poison records in the rejects queue;
 5. the scoring job runs as the schedule's array job would (one child per shard, with
    AWS_BATCH_JOB_ARRAY_INDEX) and must write its parts and `_SUCCESS` under the output
-   prefix, every row accounted for.
+   prefix, every row accounted for, and publish its drift metrics to CloudWatch.
 
 Jobs run as stacks.local.jobs emulates AWS Batch.
 """
@@ -46,6 +46,7 @@ from stacks.local.jobs import (
 )
 from stacks.local.server import MotoServer, free_port
 from stacks.local.verify import Clients, Report
+from stacks.online import METRICS_NAMESPACE
 
 __all__ = ["LifecycleError", "run_lifecycle"]
 
@@ -344,6 +345,23 @@ def _score(
         rows["out"] + rows["rejected"],
     )
     report.check("scoring output", "rows in", rows["in"], TRAINING_ROWS)
+    # The completed run's drift metrics, in moto's CloudWatch under the job's service.
+    report.check(
+        "scoring output",
+        "_SUCCESS: drift metrics published",
+        success["metrics"].get("published"),
+        True,
+    )
+    published = client("cloudwatch").list_metrics(
+        Namespace=METRICS_NAMESPACE,
+        Dimensions=[{"Name": "service", "Value": job_environment(job)["DSC_METRICS_SERVICE"]}],
+    )["Metrics"]
+    report.check(
+        "scoring output",
+        "drift metrics in CloudWatch",
+        sorted({m["MetricName"] for m in published}),
+        ["DriftPredictionPsi", "DriftRows", "DriftWorstFeaturePsi"],
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     parts = [k for k in keys if k.endswith(".parquet") and "/_" not in k[len(prefix) :]]
     report.check("scoring output", "one part per shard", len(parts), size)

@@ -22,6 +22,7 @@ from typing import Any
 from stacks.batch import SCORING_COMMAND, TRAINING_COMMAND
 from stacks.config import EnvironmentConfig
 from stacks.local.deploy import Deployment
+from stacks.online import METRICS_NAMESPACE
 from stacks.serving import CONTAINER_PORT, READINESS_PATH
 
 __all__ = ["Check", "Report", "verify"]
@@ -178,7 +179,12 @@ def _batch(d: Deployment, config: EnvironmentConfig, client: Clients, report: Re
                 "input": input_uri,
                 "output": f"{archive}/{settings.output_prefix}",
             },
-            {"DSC_ARCHIVE": archive, "DSC_SHARD_COUNT": str(settings.shard_count)},
+            {
+                "DSC_ARCHIVE": archive,
+                "DSC_SHARD_COUNT": str(settings.shard_count),
+                "DSC_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "DSC_METRICS_SERVICE": f"{config.name}-score",
+            },
         ),
     ):
         name = f"{config.name}-{suffix}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -234,3 +235,30 @@ def test_dictionary_codes_tally_like_the_values() -> None:
     values = [categories[c] if c >= 0 else None for c in codes]
     assert Tally.from_codes(codes, categories) == Tally.of(values)
     assert Tally.from_codes(codes, categories) == Tally({"north": 3, "south": 1, "east": 2}, 1)
+
+
+@pytest.mark.parametrize(
+    ("size", "dtype"),
+    [
+        (size, dtype)
+        for size in (3, 16, 17, 300)
+        for dtype in (np.int8, np.int16, np.int32, np.int64)
+        if np.iinfo(dtype).max >= size  # Arrow indexes a larger dictionary with wider codes
+    ],
+)
+def test_dictionary_codes_tally_alike_whether_compared_or_bincounted(
+    size: int, dtype: type[np.integer[Any]]
+) -> None:
+    # given codes of every integer width Arrow uses, over small and large dictionaries (the
+    # two ways of counting: one comparison per code, or one bincount), with nulls, a
+    # category repeated under two codes, and dictionary entries no row uses
+    rng = np.random.default_rng(size)
+    categories = [f"c{i}" for i in range(size - 1)] + ["c0"]
+    codes = rng.integers(-1, max(size // 2, 2), 5000).astype(dtype)
+    codes[-1] = size - 1
+    values = [categories[c] if c >= 0 else None for c in codes.tolist()]
+
+    tally = Tally.from_codes(codes, categories)
+
+    assert tally == Tally.of(values)
+    assert tally.missing == int(np.count_nonzero(codes == -1)) > 0

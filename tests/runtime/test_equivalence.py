@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,12 @@ CASES: list[Case] = [
     variant("beyond int64", {"n": 2**63}, {"n": "9223372036854775808"}),
     variant("lone surrogate", {"note": "\ud800"}),
     variant("boolean in a number column", {"x64": True}),
+    variant("false in a number column", {"x32": False}),
+    variant("boolean in an integer column", {"n": True}),
+    variant("NaN in a nullable number", {"x64": math.nan}, {"x64": "NaN"}),
+    variant("NaN in a non-nullable number", {"x32": math.nan}, {"x32": "nan"}),
+    variant("a list in a number column", {"x64": [1.0]}),
+    variant("a number in a string column", {"note": 5}),
     variant("a number as a JSON string", {"x32": "12"}),
     variant("two bad columns", {"x32": "abc", "plan": "gold"}, {"x32": "abc", "plan": "gold"}),
 ]
@@ -450,7 +457,11 @@ HTTP_RUNTIMES: dict[str, tuple[Callable[[httpx.Client, Case], Outcome], Callable
     "invocations instances": (via_instances, lambda c: not has_missing(c)),
     "invocations inputs": (via_inputs, lambda c: not has_missing(c)),
     "invocations text/csv": (via_csv, lambda c: c.text is not None),
-    "OIP v2 infer": (via_oip, lambda c: not has_missing(c)),
+    # OIP tensor data may be nested by its shape: a list there is values, not one bad value
+    "OIP v2 infer": (
+        via_oip,
+        lambda c: not has_missing(c) and not any(isinstance(v, list) for v in c.values()),
+    ),
 }
 
 
@@ -510,6 +521,59 @@ def test_the_core_scores_rows_and_columns_alike(
     )
     assert by_rows == expected
     assert by_columns == {c.name: expected[c.name] for c in columnar}
+
+
+#: Clean rows around a case in a many-row batch: numbers of 0 and 1 (where a boolean could
+#: hide from a vectorised conversion) and nulls where they are allowed.
+FILLERS = (
+    BASE,
+    {**BASE, "x32": 1.0, "x64": 0.0, "n": 1},
+    {"x32": 0, "x64": None, "n": 0, "plan": "plus", "note": None},
+)
+
+
+def many_rows(c: Case, n_rows: int) -> tuple[list[dict[str, Any]], int]:
+    """``n_rows`` clean rows with the case's row among them; returns the rows and its index."""
+    rows = [FILLERS[i % len(FILLERS)] for i in range(n_rows)]
+    at = n_rows // 2 + 1
+    rows[at] = c.row
+    return rows, at
+
+
+# Beyond SMALL_BATCH rows the core converts whole columns at once, and looks at booleans one
+# by one up to 64 candidates (0 and 1 values), at the column's types beyond: both sizes.
+@pytest.mark.parametrize("n_rows", [40, 200])
+def test_one_bad_row_among_many_is_judged_as_alone(
+    scorer: Scorer, expected: dict[str, Outcome], http: httpx.Client, n_rows: int
+) -> None:
+    alone = {scorer.score_records([f]).rows.tolist() == [0] for f in FILLERS}
+    assert alone == {True}
+    for c in CASES:
+        rows, at = many_rows(c, n_rows)
+        # given one case among clean rows, through the core as rows and as columns
+        by_rows = scorer.score_records(rows)
+        outcomes = [by_rows]
+        if not has_missing(c):
+            outcomes.append(scorer.score_columns({n: [r[n] for r in rows] for n in NAMES}, n_rows))
+        for preds in outcomes:
+            # then the case is judged as it is alone, and every clean row scores
+            got = outcomes_of(preds, [Case(f"filler {i}", r) for i, r in enumerate(rows)])
+            assert got.pop(f"filler {at}") == expected[c.name], c.name
+            assert {o[0] for o in got.values()} == {"scored"}, c.name
+        if not has_missing(c):
+            # and over HTTP (dataframe_split, all or nothing) as the first bad row
+            doc = {
+                "dataframe_split": {"columns": NAMES, "data": [[r[n] for n in NAMES] for r in rows]}
+            }
+            response = post_json(http, "/invocations", doc)
+            if expected[c.name][0] == "scored":
+                assert response.status_code == 200, (c.name, response.text)
+                prediction = response.json()["predictions"][at]
+                assert scored(prediction["label"], prediction["value"]) == expected[c.name]
+            else:
+                assert response.status_code == 400, (c.name, response.text)
+                message = response.json()["error"]
+                assert message == f"row {at}: {expected[c.name][1]}; expected {SCHEMA.expected()}"
 
 
 def outcomes_of(preds: Any, cases: list[Case]) -> dict[str, Outcome]:

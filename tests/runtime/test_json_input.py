@@ -4,10 +4,12 @@ NaN / Infinity tokens Python clients write."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
-from dscloud.json_input import parse_json
+from dscloud.errors import PayloadError
+from dscloud.json_input import named_columns, parse_json, rows_to_columns, tensor_rows
 from dscloud.server.protocols import loads
 
 
@@ -43,3 +45,50 @@ def test_other_bare_words_stay_malformed(literal: bytes) -> None:
         parse_json(b'{"x": ' + literal + b"}")
     with pytest.raises(Exception, match="malformed JSON"):
         loads(b'{"x": ' + literal + b"}")
+
+
+# -- JSON values into columns ----------------------------------------------------------------
+
+
+def test_rows_become_columns_in_the_order_named() -> None:
+    columns = rows_to_columns([[1.5, "a"], [2.5, "b"]], ["x", "s"], "instances")
+    assert {k: list(v) for k, v in columns.items()} == {"x": [1.5, 2.5], "s": ["a", "b"]}
+    assert {k: list(v) for k, v in rows_to_columns([], ["x"], "instances").items()} == {"x": []}
+
+
+@pytest.mark.parametrize(
+    ("bad", "got"), [([1.0], "1 values"), ({"x": 1.0, "s": "a"}, "dict"), (None, "NoneType")]
+)
+def test_a_row_of_another_shape_is_refused_by_its_index(bad: object, got: str) -> None:
+    rows = [[1.0, "a"]] * 30 + [bad] + [[1.0]]
+    with pytest.raises(PayloadError) as caught:
+        rows_to_columns(rows, ["x", "s"], "dataframe_split.data")
+    assert caught.value.row == 30
+    assert str(caught.value) == (
+        f"dataframe_split.data[30]: expected a list of 2 values (['x', 's']), got {got}"
+    )
+
+
+def test_mlflow_tensor_form_is_the_rows_of_a_single_matrix_input() -> None:
+    # given a model with one [N, 2] input "X" over the columns a and b
+    names, matrix = ["a", "b"], "X"
+    # then {"X": rows} is the tensor form, and anything else is named columns
+    assert tensor_rows({"X": [[1.0, 2.0]]}, names, matrix) == [[1.0, 2.0]]
+    assert tensor_rows({"a": [1.0], "b": [2.0]}, names, matrix) is None
+    assert tensor_rows({"X": [[1.0, 2.0]], "a": [1.0]}, names, matrix) is None
+    # and not for a model whose inputs are columns, nor when the input is named as a column
+    assert tensor_rows({"X": [[1.0, 2.0]]}, names, None) is None
+    assert tensor_rows({"a": [[1.0, 2.0]]}, names, "a") is None
+
+
+def test_named_columns_have_one_length() -> None:
+    assert named_columns({"a": [1, 2], "b": ["x", "y"]}, "inputs") == (
+        {"a": [1, 2], "b": ["x", "y"]},
+        2,
+    )
+    with pytest.raises(
+        PayloadError, match=re.escape('"inputs.b" has 1 values, earlier columns have 2')
+    ):
+        named_columns({"a": [1, 2], "b": ["x"]}, "inputs")
+    with pytest.raises(PayloadError, match=re.escape('"inputs.b" must be a list of values')):
+        named_columns({"a": [1, 2], "b": 3}, "inputs")

@@ -288,3 +288,11 @@ def test_a_rollout_routes_only_in_canary() -> None:
         dataclasses.replace(shadow, share=0.5)
     with pytest.raises(ConfigError, match="mode"):
         dataclasses.replace(shadow, mode="blue-green")
+
+
+def test_a_router_answers_as_answers_does_key_by_key() -> None:
+    canary = Rollout(candidate=2, candidate_sha256="x", mode="canary", share=0.2)
+    router = canary.router("churn", "production")
+    assert [router(k) for k in KEYS] == [canary.answers("churn", "production", k) for k in KEYS]
+    shadow = dataclasses.replace(canary, mode="shadow", share=0.0)
+    assert not any(shadow.router("churn", "production")(k) for k in KEYS)

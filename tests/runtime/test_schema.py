@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dscloud.errors import SchemaError
-from dscloud.schema import Column, Output, Schema
+from dscloud.schema import SHARE_ROWS, Column, Output, Schema
 
 SCHEMA = Schema(
     columns=(
@@ -157,3 +157,42 @@ def test_a_lone_surrogate_is_a_rejected_row_not_an_onnx_runtime_crash() -> None:
         reason = enc.rejects[rows.index(bad)]
         assert "column 'region'" in reason and "not valid UTF-8" in reason
     assert SCHEMA.encode_one({**GOOD, "region": "zürich", "age": 1.0}) is not None
+
+
+# -- compacting decoded columns ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_rows", [40, SHARE_ROWS])
+def test_compacted_columns_encode_as_the_python_values_do(n_rows: int) -> None:
+    # given decoded columns: two clean, two with one bad value each
+    plans = ["basic", "premium"] * (n_rows // 2)
+    columns = {
+        "tenure": [float(i % 7) for i in range(n_rows)],
+        "age": [None if i % 5 == 0 else 30.0 for i in range(n_rows)],
+        "plan": [p[:] for p in plans[:-1]] + ["gold"],
+        "region": ["".join(["nor", "th"]) for _ in range(n_rows)],  # equal, not one object
+    }
+    columns["tenure"][n_rows // 2] = True
+    before = {k: list(v) for k, v in columns.items()}
+    # when compacted
+    SCHEMA.compact(columns, n_rows)
+    # then the clean columns are arrays and the ones with a bad value are untouched
+    assert isinstance(columns["age"], np.ndarray) and columns["age"].dtype == np.float32
+    assert isinstance(columns["region"], np.ndarray) and columns["region"].dtype == object
+    assert columns["tenure"] == before["tenure"] and columns["plan"] == before["plan"]
+    # and they encode to the same feeds and the same rejects with the same reasons
+    compacted, plain = SCHEMA.encode_columns(columns, n_rows), SCHEMA.encode_columns(before, n_rows)
+    assert compacted.rejects == plain.rejects and len(plain.rejects) == 2
+    assert compacted.rows.tolist() == plain.rows.tolist()
+    for name, feed in plain.feeds.items():
+        np.testing.assert_array_equal(compacted.feeds[name], feed)
+    # and from SHARE_ROWS rows on, equal texts are one object
+    shared = n_rows >= SHARE_ROWS
+    assert (len({id(v) for v in columns["region"].tolist()}) == 1) is shared
+
+
+def test_a_few_rows_are_not_compacted() -> None:
+    # the single-row and small-batch paths take Python values
+    columns = {"tenure": [1.0], "age": [None], "plan": ["basic"], "region": ["x"]}
+    SCHEMA.compact(columns, 1)
+    assert columns == {"tenure": [1.0], "age": [None], "plan": ["basic"], "region": ["x"]}

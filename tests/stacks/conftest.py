@@ -106,7 +106,12 @@ VARIANT_CONFIG: dict[str, Any] = {
                         "internet_facing": True,
                         "ingress_cidrs": ["0.0.0.0/0"],
                     },
-                    "batch": {"spot": False, "shard_count": 1, "nightly_model": "upsell@champion"},
+                    "batch": {
+                        "spot": False,
+                        "shard_count": 1,
+                        "nightly_model": "upsell@champion",
+                        "drift_psi_alarm": 0.4,
+                    },
                 }
             }
         }

@@ -172,7 +172,7 @@ def job_role(template: dict[str, Any], job_definition_name: str) -> str:
     raise AssertionError(f"no job definition {job_definition_name}")
 
 
-def test_scoring_role_reads_input_writes_output_and_never_writes_models(
+def test_scoring_role_reads_input_writes_output_and_never_writes_model_versions(
     platform: Any, dev_env: str
 ) -> None:
     env = platform.environments[dev_env].config
@@ -191,10 +191,15 @@ def test_scoring_role_reads_input_writes_output_and_never_writes_models(
 
     assert set(scoring) == {
         f"{MODELS_PREFIX}*",
+        f"{MODELS_PREFIX}*/aliases/*",
+        f"{MODELS_PREFIX}*/audit/*",
         f"{env.batch.input_prefix}*",
         f"{env.batch.output_prefix}*",
     }
     assert "s3:PutObject" not in scoring[f"{MODELS_PREFIX}*"]
+    # a rollout's guard rail: alias records and audit records only, never a version's bytes
+    assert scoring[f"{MODELS_PREFIX}*/aliases/*"] == {"s3:PutObject"}
+    assert scoring[f"{MODELS_PREFIX}*/audit/*"] == {"s3:PutObject"}
     assert "s3:PutObject" not in scoring[f"{env.batch.input_prefix}*"]
     assert "s3:PutObject" in scoring[f"{env.batch.output_prefix}*"]
 
@@ -207,5 +212,108 @@ def test_job_logs_have_retention(platform: Any, dev_env: str) -> None:
         {
             "LogGroupName": f"/aws/batch/{env.name}",
             "RetentionInDays": env.retention_days,
+        },
+    )
+
+
+def _drift_alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The batch stack's drift alarms, by metric name."""
+    return {
+        r["Properties"]["MetricName"]: r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_nightly_drift_alarms_watch_the_nightly_models_psi_at_the_configured_threshold(
+    platform: Any, variant: Any, dev_env: str
+) -> None:
+    # The names the job publishes (tests/runtime/batch/test_metrics.py reads them back).
+    from dscloud.batch.metrics import ALARMED_METRICS
+
+    for synthesized, name in ((platform, dev_env), (variant, "dsc-ops-live")):
+        env = synthesized.environments[name].config
+        template = synthesized.template_json(name, "Batch")
+        alarms = _drift_alarms(template)
+        assert sorted(alarms) == sorted(ALARMED_METRICS)
+        for alarm in alarms.values():
+            assert alarm["Namespace"] == "dscloud"
+            assert alarm["Dimensions"] == [
+                {"Name": "model", "Value": env.nightly_model.name},
+                {"Name": "service", "Value": f"{env.name}-score"},
+            ]
+            assert alarm["Threshold"] == env.batch.drift_psi_alarm
+            assert alarm["Statistic"] == "Maximum"
+            assert alarm["Period"] == 3600
+            assert alarm["EvaluationPeriods"] == 1
+            assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+            assert alarm["TreatMissingData"] == "notBreaching"
+    # the variant's own threshold and nightly model, not the defaults
+    variant_alarm = next(
+        iter(_drift_alarms(variant.template_json("dsc-ops-live", "Batch")).values())
+    )
+    assert variant_alarm["Threshold"] == 0.4
+    assert {"Name": "model", "Value": "upsell"} in variant_alarm["Dimensions"]
+
+
+def test_nightly_drift_alarms_notify_the_environments_alarms_topic(
+    platform: Any, dev_env: str
+) -> None:
+    # given the online stack's topic, exported for the batch stack
+    online = platform.template_json(dev_env, "Online")
+    (topic_id,) = [k for k, r in online["Resources"].items() if r["Type"] == "AWS::SNS::Topic"]
+    batch = platform.template_json(dev_env, "Batch")
+
+    # then each drift alarm's only action is a reference to that topic, not a topic of its own
+    assert not [r for r in batch["Resources"].values() if r["Type"] == "AWS::SNS::Topic"]
+    for alarm in _drift_alarms(batch).values():
+        (action,) = alarm["AlarmActions"]
+        assert topic_id in json.dumps(action)
+
+
+def test_scoring_role_may_put_metric_data_in_its_namespace_only(
+    platform: Any, dev_env: str
+) -> None:
+    env = platform.environments[dev_env].config
+    template = platform.template_json(dev_env, "Batch")
+    roles = {name: job_role(template, name) for name in (f"{env.name}-score", f"{env.name}-train")}
+    statements = [
+        (role["Ref"], statement)
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+        for role in resource["Properties"].get("Roles", [])
+        if "cloudwatch" in json.dumps(statement["Action"])
+    ]
+
+    assert statements == [
+        (
+            roles[f"{env.name}-score"],
+            {
+                "Action": "cloudwatch:PutMetricData",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": "dscloud"}},
+                "Effect": "Allow",
+                "Resource": "*",
+            },
+        )
+    ]
+
+
+def test_scoring_job_is_told_where_to_publish_its_drift(platform: Any, dev_env: str) -> None:
+    env = platform.environments[dev_env].config
+    platform.template(dev_env, "Batch").has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": f"{env.name}-score",
+            "ContainerProperties": Match.object_like(
+                {
+                    "Environment": Match.array_with(
+                        [
+                            {"Name": "DSC_METRICS_NAMESPACE", "Value": "dscloud"},
+                            {"Name": "DSC_METRICS_SERVICE", "Value": f"{env.name}-score"},
+                        ]
+                    )
+                }
+            ),
         },
     )

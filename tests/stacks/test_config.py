@@ -102,6 +102,8 @@ def test_nightly_model_can_differ_from_the_served_ones(stage_settings: MakeConte
         ({"stream": {"drift_psi_alarm": "high"}}, "stream.drift_psi_alarm", "number"),
         ({"stream": {"drift_window_seconds": 30}}, "stream.drift_window_seconds", "60 to 86400"),
         ({"stream": {"shard": 1}}, "stream.shard", "valid keys: batch_size"),
+        ({"batch": {"drift_psi_alarm": 11}}, "batch.drift_psi_alarm", "number from 0.01 to 10"),
+        ({"batch": {"drift_psi_alarm": True}}, "batch.drift_psi_alarm", "number"),
         ({"batch": {"schedule": "nightly"}}, "batch.schedule", "cron("),
         ({"batch": {"shard_count": 10001}}, "batch.shard_count", "1 to 10000"),
         ({"batch": {"output_prefix": "models/out/"}}, "batch.output_prefix", "models/"),

@@ -8,20 +8,28 @@
   NAME@ALIAS. The stacks may not import the runtime (they synthesize without it
   installed), so `stacks.config` restates the rule and this test holds the two equal.
 
-The deployed commands are run for real, with the real CLI, by tests/stacks/local/.
+The deployed commands are run for real, with the real CLI, by tests/stacks/local/; the
+nightly job's drift metrics are published (moto) and compared with the alarms that watch
+them here.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from moto import mock_aws
 
-from dscloud import cli
-from dscloud.archive import Ref
+from dscloud import cli, example
+from dscloud.archive import Archive, Ref
 from dscloud.errors import ConfigError as RuntimeConfigError
 from dscloud.settings import Settings
 from stacks.config import ConfigError, load_config
@@ -38,7 +46,12 @@ REQUIRED = {
     },
     "serving task": {"DSC_ARCHIVE", "DSC_MODELS"},
     "dsc-recs-dev-train": {"DSC_ARCHIVE"},
-    "dsc-recs-dev-score": {"DSC_ARCHIVE", "DSC_SHARD_COUNT"},
+    "dsc-recs-dev-score": {
+        "DSC_ARCHIVE",
+        "DSC_SHARD_COUNT",
+        "DSC_METRICS_NAMESPACE",
+        "DSC_METRICS_SERVICE",
+    },
 }
 
 
@@ -238,3 +251,76 @@ def test_a_model_reference_means_the_same_to_the_stacks_and_the_runtime(
 ) -> None:
     assert (stacks_accept(reference) is not None) == alias
     assert stacks_accept(reference) == runtime_reads(reference)
+
+
+def test_the_nightly_job_publishes_exactly_what_its_drift_alarms_watch(
+    platform: Any,
+    dev_env: str,
+    archive: Archive,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both sides on the same input: the synthesized alarms, and the scoring job run as
+    AWS Batch runs it (its command, its environment, every child of its array) against
+    moto's CloudWatch. (moto creates no alarm from a template: they are read from it.)"""
+    # given the synthesized batch stack: its drift alarms and its scoring job
+    template = platform.template_json(dev_env, "Batch")
+    alarms = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    ]
+    command, defaults = job_definitions(platform, dev_env)[f"{dev_env}-score"]
+    variables = environments(platform, dev_env)[f"{dev_env}-score"]
+    # and its model alias, input and output made local (only CloudWatch is AWS here)
+    model = Ref.parse(defaults["model"])
+    assert model.alias is not None
+    if model.alias != "production":
+        archive.promote(model.name, 1, model.alias, by="tests")
+    data = tmp_path / "input" / "users.parquet"
+    data.parent.mkdir()
+    frame = example.churn_data(2000, seed=5)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), data, row_group_size=250)
+    local = {defaults["input"]: str(data.parent), defaults["output"]: str(tmp_path / "out")}
+    argv = [local.get(word, word) for word in command[1:]]
+    for name, value in variables.items():
+        monkeypatch.setenv(name, archive.uri if name == "DSC_ARCHIVE" else value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH"):
+        monkeypatch.delenv(name, raising=False)
+
+    with mock_aws():
+        # when every child of the array job runs (the last one completes the run)
+        for index in range(int(variables["DSC_SHARD_COUNT"])):
+            monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", str(index))
+            assert cli.main(argv) == 0
+
+        # then each alarm's namespace, metric and dimensions name a published metric
+        success = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+        expected = {
+            "DriftPredictionPsi": success["drift"]["prediction"]["psi"],
+            "DriftWorstFeaturePsi": success["drift"]["worst_feature_psi"],
+        }
+        client = boto3.client("cloudwatch", region_name="us-east-1")
+        assert sorted(alarm["MetricName"] for alarm in alarms) == sorted(expected)
+        for alarm in alarms:
+            watched = sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])
+            found = [
+                m
+                for m in client.list_metrics(
+                    Namespace=alarm["Namespace"], MetricName=alarm["MetricName"]
+                )["Metrics"]
+                if sorted((d["Name"], d["Value"]) for d in m["Dimensions"]) == watched
+            ]
+            assert len(found) == 1, (alarm["MetricName"], watched)
+            now = datetime.now(UTC)
+            (point,) = client.get_metric_statistics(
+                Namespace=alarm["Namespace"],
+                MetricName=alarm["MetricName"],
+                Dimensions=alarm["Dimensions"],
+                StartTime=now - timedelta(seconds=alarm["Period"]),
+                EndTime=now + timedelta(minutes=5),
+                Period=alarm["Period"],
+                Statistics=[alarm["Statistic"]],
+            )["Datapoints"]
+            assert point[alarm["Statistic"]] == pytest.approx(expected[alarm["MetricName"]])

@@ -195,6 +195,27 @@ def test_scorer_logs_have_retention(platform: Any, dev_env: str) -> None:
     )
 
 
+def test_scorer_logs_are_encrypted_with_the_online_key_for_that_log_group_only(
+    platform: Any, dev_env: str
+) -> None:
+    # A reject's reason may quote a record's values: the logs get the queues' and table's key.
+    env = platform.environments[dev_env].config
+    template = platform.template_json(dev_env, "Online")
+    resources = template["Resources"]
+    (group,) = [r for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    key_id = group["Properties"]["KmsKeyId"]["Fn::GetAtt"][0]
+    assert resources[key_id]["Type"] == "AWS::KMS::Key"
+    assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    statements = resources[key_id]["Properties"]["KeyPolicy"]["Statement"]
+    (logs,) = [
+        s for s in statements if s["Principal"].get("Service") == f"logs.{env.region}.amazonaws.com"
+    ]
+    condition = logs["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"]
+    scorer_logs = f"arn:aws:logs:{env.region}:{env.account}:log-group:/aws/lambda/{env.name}-scorer"
+    assert condition == scorer_logs
+    assert "kms:Decrypt*" in logs["Action"] and "kms:GenerateDataKey*" in logs["Action"]
+
+
 def test_scorer_role_uses_no_managed_policy(template_of: TemplateOf) -> None:
     template_of("Online").all_resources_properties(
         "AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()}

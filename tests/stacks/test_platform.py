@@ -16,7 +16,7 @@ from stacks.assets import BATCH_DOCKERFILE, SERVING_DOCKERFILE
 from stacks.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STACKS = ("Archive", "Network", "Batch", "Online", "Serving")
+STACKS = ("Archive", "Network", "Online", "Batch", "Serving")  # deployment order
 # Properties that give a resource a fixed physical name.
 NAME_PROPERTIES = {
     "BucketName",

@@ -18,12 +18,15 @@ Modules: :mod:`~dscloud.batch.plan` (which rows belong to which shard),
 :mod:`~dscloud.batch.formats` (one class per input format, and their registry),
 :mod:`~dscloud.batch.reader` (Arrow columns to the scorer's) and
 :mod:`~dscloud.batch.writer` (streaming output),
-:mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.job` (one shard, or
-all of them in a process pool). pyarrow is imported here and nowhere else in the runtime.
+:mod:`~dscloud.batch.manifest` (the run record), :mod:`~dscloud.batch.metrics` (a
+completed run's drift figures to CloudWatch), :mod:`~dscloud.batch.following` (both
+versions of an alias's rollout), :mod:`~dscloud.batch.job` (one shard, or all of them in a
+process pool). pyarrow is imported here and nowhere else in the runtime.
 """
 
 from __future__ import annotations
 
+from dscloud.batch.following import guard_run
 from dscloud.batch.formats import Format, list_inputs
 from dscloud.batch.job import ScoreJob, plan_job, run_local, run_shard
 from dscloud.batch.locations import InputFile, Location
@@ -35,6 +38,7 @@ from dscloud.batch.manifest import (
     read_failure,
     read_success,
 )
+from dscloud.batch.metrics import MetricsTarget
 from dscloud.batch.plan import RowGroup, ShardPlan, WorkUnit
 
 __all__ = [
@@ -43,12 +47,14 @@ __all__ = [
     "Format",
     "InputFile",
     "Location",
+    "MetricsTarget",
     "RowGroup",
     "ScoreJob",
     "ShardManifest",
     "ShardPlan",
     "WorkUnit",
     "finalize",
+    "guard_run",
     "list_inputs",
     "plan_job",
     "read_failure",

@@ -3,7 +3,8 @@
 A shard plans (deterministically, see :mod:`dscloud.batch.plan`), loads and verifies the
 model once, streams its units chunk by chunk through the one scoring core, writes
 predictions and rejects to temporary files, publishes them, writes its manifest, and
-writes the run's ``_SUCCESS`` if it was the last shard to finish.
+writes the run's ``_SUCCESS`` if it was the last shard to finish. A run of an alias with a
+rollout scores every chunk with both versions (:mod:`dscloud.batch.following`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ from dscloud.baseline import Baseline
 from dscloud.batch import formats
 from dscloud.batch.allocator import keep_freed_memory
 from dscloud.batch.counting import count_chunk
+from dscloud.batch.following import (
+    CANDIDATE_COLUMNS,
+    Candidate,
+    Follower,
+    Following,
+    Scored,
+    guard_run,
+    open_candidate,
+    pin,
+)
 from dscloud.batch.formats import Chunk, list_inputs
 from dscloud.batch.lifeline import die_with
 from dscloud.batch.locations import Location
@@ -39,7 +50,9 @@ from dscloud.batch.manifest import (
     manifest_name,
     now,
     read_success,
+    rollout_pin,
 )
+from dscloud.batch.metrics import MetricsTarget, publish_drift
 from dscloud.batch.pipeline import Stage, prefetch
 from dscloud.batch.plan import ShardPlan, WorkUnit
 from dscloud.batch.progress import Progress
@@ -56,7 +69,7 @@ from dscloud.drift import DriftCounts
 from dscloud.errors import ConfigError
 from dscloud.scorer import Predictions, Scorer
 
-__all__ = ["DEFAULT_KEY", "ScoreJob", "plan_job", "run_local", "run_shard"]
+__all__ = ["DEFAULT_KEY", "ScoreJob", "load_candidate", "plan_job", "run_local", "run_shard"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +87,9 @@ class ScoreJob:
     ``keys`` None means ``user_id`` when the input has it, else no key columns (each output
     row then carries ``source_file`` and ``source_row``). A run that rejects more than
     ``max_rejected_share`` of its rows fails when it is finalized (see
-    :mod:`dscloud.batch.manifest`).
+    :mod:`dscloud.batch.manifest`). ``rollout`` False scores with the alias's serving
+    version only, ignoring a rollout on it (``--no-rollout``); ``following`` is the rollout
+    the run follows, pinned by :func:`pin_model` with the version.
     """
 
     model: str
@@ -91,6 +106,11 @@ class ScoreJob:
     max_rejected_share: float = 1.0
     #: Count drift against the model's baseline into the manifests (``--no-drift``: off).
     drift: bool = True
+    #: Follow a rollout on the model's alias (``--no-rollout``: off).
+    rollout: bool = True
+    following: Following | None = None
+    #: Where a completed run publishes its drift figures (None: nowhere, as in local runs).
+    metrics: MetricsTarget | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
@@ -121,17 +141,26 @@ def load_scorer(job: ScoreJob) -> Scorer:
     return Scorer(Archive.open(job.archive).load(job.model), threads=job.threads)
 
 
+def load_candidate(job: ScoreJob, serving: Scorer) -> Candidate | None:
+    """The candidate of the rollout ``job`` follows, beside ``serving`` (or why it is
+    refused); None without a rollout."""
+    if job.following is None:
+        return None
+    return open_candidate(job.archive, job.following, serving, threads=job.threads)
+
+
 def run_shard(
     job: ScoreJob,
     index: int,
     *,
     plan: ShardPlan | None = None,
     scorer: Scorer | None = None,
+    candidate: Candidate | None = None,
     report: Reporter | None = None,
 ) -> ShardManifest:
     """Score shard ``index`` of ``job`` and publish its part, rejects and manifest.
 
-    A shard whose manifest already records the same plan and model is not redone.
+    A shard whose manifest already records the same plan, model and rollout is not redone.
     Returns the shard's manifest. Raises :class:`ConfigError` for a bad input (missing
     columns, unknown keys) and :class:`~dscloud.errors.DataError` when data cannot be read
     or written; nothing is published for a shard that fails.
@@ -144,22 +173,28 @@ def run_shard(
     model = {"ref": job.model, **scorer.identity.to_dict()}
     source, out = job.location(job.input), job.location(job.output)
     baseline = Baseline.of(scorer.envelope.data) if job.drift else None
-    done = _completed(out, index, plan, model)
+    if job.following is not None and candidate is None:
+        candidate = load_candidate(job, scorer)
+    rollout = (
+        job.following.record(refused=candidate.refused)
+        if job.following is not None and candidate is not None
+        else None
+    )
+    done = _completed(out, index, plan, model, rollout)
     if done is not None:
         log.info("shard %d of %d already complete; not redone", index, plan.count)
-        finalize(
-            out,
-            plan.count,
-            require=False,
-            max_rejected_share=job.max_rejected_share,
-            baseline_of=lambda _: baseline,
-        )
+        _complete(job, out, plan, baseline)
         return done
-    _forget_other_run(out, plan, model)
+    _forget_other_run(out, plan, model, rollout)
     _clean_temporaries(out, index, plan.count)
 
     keys = _keys(job, source, plan)
     features = scorer.schema.names
+    follower = (
+        Follower(job.following, scorer, candidate.scorer, keys=keys, features=features)
+        if job.following is not None and candidate is not None and candidate.scorer is not None
+        else None
+    )
     columns = list(dict.fromkeys([*keys, *features]))
     known = [_unit_rows(source, u) for u in units]
     total = None if any(r is None for r in known) else sum(r or 0 for r in known)
@@ -173,9 +208,8 @@ def run_shard(
         keys=keys,
         started_at=started,
     )
-    part = PartWriter(
-        out, out.join(part_name(index, plan.count)), dictionary=["label", *MODEL_COLUMNS]
-    )
+    repeating = ["label", *MODEL_COLUMNS, *(CANDIDATE_COLUMNS if follower is not None else ())]
+    part = PartWriter(out, out.join(part_name(index, plan.count)), dictionary=repeating)
     rejects = PartWriter(out, out.join(rejects_name(index, plan.count)))
     # Drift counts of the accepted rows, touched only by the counting thread.
     counts = DriftCounts(baseline) if baseline is not None else None
@@ -199,10 +233,13 @@ def run_shard(
                 seconds["read"] += time.perf_counter() - t
                 yield chunk, decoded
 
-    def write(chunk: Chunk, preds: Predictions) -> None:
+    def write(chunk: Chunk, preds: Predictions, scored: Scored | None) -> None:
         t = time.perf_counter()
         if len(preds):
-            part.write(prediction_table(chunk, keys, preds))
+            if follower is not None and scored is not None:
+                part.write(follower.table(chunk, scored))
+            else:
+                part.write(prediction_table(chunk, keys, preds))
         if preds.rejects:
             rejects.write(rejects_table(chunk, keys, features, preds.rejects))
         seconds["write"] += time.perf_counter() - t
@@ -224,14 +261,21 @@ def run_shard(
         counting = Stage(counter)
         for chunk, decoded_columns in prefetch(decoded(), reader):
             t = time.perf_counter()
-            preds = scorer.score_columns(decoded_columns, chunk.num_rows)
+            scored = follower.score(chunk, decoded_columns) if follower is not None else None
+            preds = (
+                scored.current
+                if scored is not None
+                else scorer.score_columns(decoded_columns, chunk.num_rows)
+            )
+            answer = scored.answer if scored is not None else preds
             seconds["score"] += time.perf_counter() - t
-            output.submit(write, chunk, preds)
+            output.submit(write, chunk, answer, scored)
             if counts is not None:
+                # The drift of what the serving version saw, as in a run without a rollout.
                 counting.submit(count, chunk, decoded_columns, preds)
             manifest.rows_in += chunk.num_rows
-            manifest.rows_out += len(preds)
-            manifest.rows_rejected += len(preds.rejects)
+            manifest.rows_out += len(answer)
+            manifest.rows_rejected += len(answer.rejects)
             if report is not None:
                 report(manifest.rows_in, manifest.rows_rejected, total)
         output.drain()
@@ -250,18 +294,34 @@ def run_shard(
         for pool in pools:
             pool.shutdown(wait=False)
     manifest.drift = counts.to_dict() if counts is not None else None
+    if rollout is not None:
+        comparison = follower.comparison.to_dict() if follower is not None else None
+        manifest.rollout = {**rollout, "comparison": comparison}
     manifest.finished_at = now()
     seconds["total"] = time.perf_counter() - t0
     manifest.seconds = {k: round(v, 3) for k, v in seconds.items()}
     out.write_bytes(out.join(manifest_name(index, plan.count)), manifest.to_json())
+    # After the manifest: a re-run finds the shard complete and never records it twice.
+    if follower is not None:
+        follower.record(job.archive)
+    _complete(job, out, plan, baseline)
+    return manifest
+
+
+def _complete(job: ScoreJob, out: Location, plan: ShardPlan, baseline: Baseline | None) -> None:
+    """Write the run's ``_SUCCESS`` if every shard is done: judging the rollout's guard rail
+    once, and publishing its drift metrics first when ``job.metrics`` says where (the one
+    place a run publishes them)."""
+    target = job.metrics
     finalize(
         out,
         plan.count,
         require=False,
         max_rejected_share=job.max_rejected_share,
         baseline_of=lambda _: baseline,
+        judge=guard_run(job.archive) if job.following is not None else None,
+        publish_metrics=None if target is None else lambda run: publish_drift(run, target),
     )
-    return manifest
 
 
 def _relative(location: Location, path: str | None) -> str | None:
@@ -269,7 +329,11 @@ def _relative(location: Location, path: str | None) -> str | None:
 
 
 def _completed(
-    out: Location, index: int, plan: ShardPlan, model: dict[str, Any]
+    out: Location,
+    index: int,
+    plan: ShardPlan,
+    model: dict[str, Any],
+    rollout: dict[str, Any] | None,
 ) -> ShardManifest | None:
     try:
         raw = out.read_bytes(out.join(manifest_name(index, plan.count)))
@@ -281,19 +345,25 @@ def _completed(
         return None
     if previous.plan != plan.fingerprint or previous.model.get("sha256") != model["sha256"]:
         return None
+    if rollout_pin(previous.rollout) != rollout_pin(rollout):
+        return None
     published = [p for p in (previous.part, previous.rejects) if p]
     if not all(out.exists(out.join(p)) for p in published):
         return None
     return previous
 
 
-def _forget_other_run(out: Location, plan: ShardPlan, model: dict[str, Any]) -> None:
+def _forget_other_run(
+    out: Location, plan: ShardPlan, model: dict[str, Any], rollout: dict[str, Any] | None
+) -> None:
     """A ``_SUCCESS`` of a different run into this output is no longer true: remove it."""
     success = read_success(out)
     if success is None:
         return
-    same = success.get("plan") == plan.fingerprint and (
-        success.get("model", {}).get("sha256") == model["sha256"]
+    same = (
+        success.get("plan") == plan.fingerprint
+        and success.get("model", {}).get("sha256") == model["sha256"]
+        and rollout_pin(success.get("rollout")) == rollout_pin(rollout)
     )
     if not same:
         out.delete(out.join(SUCCESS))
@@ -343,20 +413,28 @@ def _worker(job: ScoreJob, index: int, plan: ShardPlan) -> ShardManifest:
     scorer = _shared.get("scorer")
     if scorer is None:
         scorer = _shared["scorer"] = load_scorer(job)
+    if "candidate" not in _shared:
+        _shared["candidate"] = load_candidate(job, scorer)
 
     def report(done: int, rejected: int, total: int | None) -> None:
         _shared["done"][index] = done
         _shared["rejected"][index] = rejected
         _shared["totals"][index] = -1 if total is None else total
 
-    return run_shard(job, index, plan=plan, scorer=scorer, report=report)
+    return run_shard(
+        job, index, plan=plan, scorer=scorer, candidate=_shared["candidate"], report=report
+    )
 
 
 def pin_model(job: ScoreJob) -> ScoreJob:
-    """``job`` with its model alias resolved to a version, so every shard scores the same."""
+    """``job`` with its model alias resolved to a version, and the alias's rollout (unless
+    ``job.rollout`` is off) pinned with it, so every shard scores with the same pair."""
     ref = Ref.parse(job.model)
-    version = Archive.open(job.archive).resolve(ref)
-    return replace(job, model=f"{ref.name}@{version}")
+    version, following = pin(Archive.open(job.archive), ref)
+    if following is not None and not job.rollout:
+        log.info("%s: not following its rollout (--no-rollout)", ref)
+        following = None
+    return replace(job, model=f"{ref.name}@{version}", following=following)
 
 
 def _pool_context() -> Any:
@@ -390,6 +468,7 @@ def run_local(
     progress = Progress(None, stream=stream, tty=tty, interval=job.log_seconds)
     if workers <= 1:
         scorer = load_scorer(job)
+        candidate = load_candidate(job, scorer)
         finished: list[ShardManifest] = []
         base = {"done": 0, "rejected": 0}
 
@@ -397,7 +476,7 @@ def run_local(
             progress.update(base["done"] + done, base["rejected"] + rejected)
 
         for i in indices:
-            m = run_shard(job, i, plan=plan, scorer=scorer, report=report)
+            m = run_shard(job, i, plan=plan, scorer=scorer, candidate=candidate, report=report)
             base["done"] += m.rows_in
             base["rejected"] += m.rows_rejected
             finished.append(m)

@@ -18,10 +18,19 @@ one completes without re-scoring.
 Each manifest carries the shard's drift counts (``"drift"``, :mod:`dscloud.drift`) when the
 model has a training baseline; ``_SUCCESS`` adds them up and carries the run's drift
 report (``"drift"``: PSI per feature and for the predictions, ranked), the same figures
-one pass over every row would give.
+one pass over every row would give. A job configured to publish them as CloudWatch metrics
+(:mod:`dscloud.batch.metrics`) does so just before ``_SUCCESS`` is written and notes the
+outcome in it (``"metrics"``).
 
 ``_SUCCESS`` refuses to appear when shards disagree on the plan (the input changed between
-children) or on the model (an alias moved mid-run): the message says which shards to re-run.
+children), on the model (an alias moved mid-run) or on the rollout they followed (it
+started, changed or ended mid-run): the message says which shards to re-run.
+
+A run that followed a rollout (:mod:`dscloud.batch.following`) has ``"rollout"`` in every
+manifest (the pinned rollout, ``refused`` when its candidate was not allowed to score, and
+the shard's :meth:`Comparison.to_dict`); ``_SUCCESS`` carries the pinned rollout with the
+run's merged figures (``comparison``: :meth:`Comparison.figures`; ``counts``: the merged
+counts), and what the guard rail found (``breaches``, ``aborted``).
 """
 
 from __future__ import annotations
@@ -38,15 +47,18 @@ from dscloud.baseline import Baseline
 from dscloud.batch.locations import Location
 from dscloud.drift import DriftCounts
 from dscloud.errors import ConfigError, DataError
+from dscloud.rollout_compare import Comparison
 
 __all__ = [
     "FAILED",
     "SUCCESS",
+    "Judge",
     "ShardManifest",
     "finalize",
     "manifest_name",
     "read_failure",
     "read_success",
+    "rollout_pin",
 ]
 
 SUCCESS = "_SUCCESS"
@@ -84,6 +96,8 @@ class ShardManifest:
     seconds: dict[str, float] = field(default_factory=dict)
     #: :meth:`DriftCounts.to_dict` of the rows this shard scored; None without a baseline.
     drift: dict[str, Any] | None = None
+    #: The rollout the run followed and this shard's comparison; None without one.
+    rollout: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2) + "\n").encode()
@@ -112,6 +126,26 @@ def read_manifest(location: Location, path: str) -> ShardManifest:
 
 #: The training baseline of the model a run's manifests name (``{"name", "version", ...}``).
 BaselineOf = Callable[[Mapping[str, Any]], Baseline | None]
+#: The guard rail of a run that followed a rollout: called with the pinned rollout and the
+#: run's merged comparison; returns what ``_SUCCESS`` adds under ``rollout``.
+Judge = Callable[[Mapping[str, Any], Comparison], Mapping[str, Any]]
+
+#: What every shard of a run must agree on about its rollout (thresholds may change).
+_PINNED = ("name", "alias", "id", "candidate", "candidate_sha256", "mode", "share")
+
+
+def rollout_pin(rollout: Mapping[str, Any] | None) -> str | None:
+    """What identifies the rollout a shard followed (and whether its candidate scored), as
+    comparable text; None for a shard that followed none."""
+    if not rollout:
+        return None
+    pinned = {k: rollout.get(k) for k in _PINNED}
+    pinned["refused"] = bool(rollout.get("refused"))
+    return json.dumps(pinned, sort_keys=True)
+
+
+#: Publishes a complete run's metrics from its summary; returns the note ``_SUCCESS`` keeps.
+PublishMetrics = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 def finalize(
@@ -121,12 +155,17 @@ def finalize(
     require: bool = True,
     max_rejected_share: float = 1.0,
     baseline_of: BaselineOf | None = None,
+    judge: Judge | None = None,
+    publish_metrics: PublishMetrics | None = None,
 ) -> dict[str, Any] | None:
     """Write ``_SUCCESS`` when all ``count`` shards have manifests; returns its content.
 
     With ``require`` False, returns None when shards are still missing (the last shard to
     finish writes it). ``baseline_of`` gives the model's baseline, to merge the shards'
-    drift counts into the run's report (``"drift"``; None when it cannot). Raises
+    drift counts into the run's report (``"drift"``; None when it cannot). ``judge`` is the
+    guard rail of a run that followed a rollout, called before ``_SUCCESS`` is written.
+    ``publish_metrics`` is called with the summary of a complete run (not of a failed one)
+    before ``_SUCCESS`` is written, and what it returns is kept as ``"metrics"``. Raises
     :class:`ConfigError` when shards are missing (``require``) or disagree on the plan or
     the model, and :class:`DataError` (after writing ``_FAILED``) when more than
     ``max_rejected_share`` of the run's rows were rejected.
@@ -151,6 +190,14 @@ def finalize(
         "model",
         lambda m: m.model.get("sha256"),
         "the model alias moved during the run; pin a version (NAME@VERSION)",
+    )
+    _agree(
+        location,
+        shards,
+        "rollout",
+        lambda m: rollout_pin(m.rollout),
+        "the alias's rollout started, changed or ended during the run; pin a version "
+        "(NAME@VERSION) or pass --no-rollout",
     )
     first = shards[0]
     started = min(m.started_at for m in shards)
@@ -188,6 +235,7 @@ def finalize(
             for m in shards
         ],
         "drift": _drift(shards, baseline_of),
+        "rollout": _rollout(shards, judge),
     }
     rows_in, rejected = summary["rows"]["in"], summary["rows"]["rejected"]
     share = rejected / rows_in if rows_in else 0.0
@@ -202,6 +250,8 @@ def finalize(
         _write_summary(location, FAILED, summary)
         location.delete(location.join(SUCCESS))
         raise DataError(f"{location.uri}: run failed: {reason}")
+    if publish_metrics is not None:
+        summary["metrics"] = publish_metrics(summary)
     _write_summary(location, SUCCESS, summary)
     location.delete(location.join(FAILED))
     location.tidy()  # every shard is done: nothing is in flight
@@ -225,6 +275,25 @@ def _drift(shards: list[ShardManifest], baseline_of: BaselineOf | None) -> dict[
         assert m.drift is not None
         merged.merge(DriftCounts.from_dict(m.drift, baseline))
     return merged.report().to_dict()
+
+
+def _rollout(shards: list[ShardManifest], judge: Judge | None) -> dict[str, Any] | None:
+    """The run's rollout: the pinned rollout, merged figures and the guard rail's verdict."""
+    first = shards[0].rollout
+    if first is None:
+        return None
+    out = {k: v for k, v in first.items() if k != "comparison"}
+    merged: Comparison | None = None
+    for m in shards:
+        raw = (m.rollout or {}).get("comparison")
+        if raw:
+            counts = Comparison.from_dict(raw)
+            merged = counts if merged is None else merged + counts
+    out["comparison"] = merged.figures() if merged is not None else None
+    out["counts"] = merged.to_dict() if merged is not None else None
+    if judge is not None and merged is not None:
+        out.update(judge(first, merged))
+    return out
 
 
 def read_success(location: Location) -> dict[str, Any] | None:

@@ -28,6 +28,14 @@ shard to finish writes OUTPUT/_SUCCESS (or run `dsc score --finalize --output OU
 defaults to N). Rows that fail validation go to OUTPUT/_rejects/ with the reason; a run
 that rejects more than --max-rejected-share of its rows (default $DSC_MAX_REJECTED_SHARE,
 else 0.5) fails: OUTPUT/_FAILED instead of _SUCCESS, and a non-zero exit.
+
+Rollouts: NAME@ALIAS with a rollout on the alias (dsc rollout start) scores every row with
+both versions, pinned for the whole run. Shadow: the candidate's outputs follow the serving
+version's as candidate_* columns. Canary: each row is answered by the version its --key
+routes to (a canary without key columns is refused), and model_version names it. The
+comparison is in the manifests and _SUCCESS, and in `dsc rollout status`; thresholds are
+judged once per run and may abort the rollout. --no-rollout scores with the serving
+version only.
 """
 
 _BOTH = (
@@ -75,6 +83,12 @@ def register(sub: Any) -> None:
         help="do not count drift against the training baseline (manifests, _SUCCESS)",
     )
     p.add_argument(
+        "--no-rollout",
+        dest="rollout",
+        action="store_false",
+        help="score with the alias's serving version only, ignoring a rollout on it",
+    )
+    p.add_argument(
         "--finalize",
         action="store_true",
         help="only write OUTPUT/_SUCCESS from the shard manifests (fails if shards are missing)",
@@ -103,6 +117,17 @@ def _baseline(archive: str, model: Mapping[str, Any]) -> Baseline | None:
     return Baseline.of(Archive.open(archive).envelope(ref).data)
 
 
+def _rollout_line(followed: Mapping[str, Any], shards: list[Mapping[str, Any] | None]) -> str:
+    """One line on the rollout a run followed: the pair, and what the shards compared."""
+    how = "shadow" if followed["mode"] == "shadow" else f"canary {followed['share'] * 100:g}%"
+    head = f"rollout: candidate {followed['candidate']} in {how}"
+    if followed.get("refused"):
+        return f"{head}: not scored ({followed['refused']})"
+    compared = sum(((s or {}).get("comparison") or {}).get("rows_compared", 0) for s in shards)
+    differ = sum(((s or {}).get("comparison") or {}).get("disagreements", 0) for s in shards)
+    return f"{head}: {compared:,} rows compared, {differ:,} disagree"
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code. Raises :class:`~dscloud.errors.DscError`."""
     from dscloud import batch
@@ -122,6 +147,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             settings.shard_count,
             max_rejected_share=settings.max_rejected_share,
             baseline_of=lambda model: _baseline(settings.archive, model),
+            judge=batch.guard_run(settings.archive),
         )
         print(json.dumps(summary, indent=2))
         return 0
@@ -149,6 +175,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         threads=settings.threads,
         max_rejected_share=settings.max_rejected_share,
         drift=args.drift,
+        rollout=args.rollout,
+        metrics=(
+            batch.MetricsTarget(settings.metrics_namespace, settings.metrics_service)
+            if settings.metrics_namespace
+            else None
+        ),
     )
     manifests = batch.run_local(job, workers=workers, shards=shards)
     rows_in = sum(m.rows_in for m in manifests)
@@ -162,9 +194,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"{which}: {rows_in:,} rows in, {rows_out:,} scored, {rejected:,} rejected "
         f"with {model.get('name')}@{model.get('version')} -> {args.output}"
     )
+    followed = manifests[0].rollout if manifests else None
+    if followed is not None:
+        print(_rollout_line(followed, [m.rollout for m in manifests]))
     success = batch.read_success(batch.Location(args.output, s3_endpoint=settings.s3_endpoint))
     if success is not None and success.get("plan") == (manifests[0].plan if manifests else None):
         print(f"run complete: {args.output.rstrip('/')}/{batch.SUCCESS}")
+        aborted = (success.get("rollout") or {}).get("aborted")
+        if aborted:
+            print(f"rollout aborted by its guard rail: {aborted.get('why')}", file=sys.stderr)
     elif shards is not None:
         print("run not complete yet: other shards are still to finish", file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
-"""`dsc rollout` commands (registered by :mod:`dscloud.cli`): start, status, promote, abort.
+"""`dsc rollout` commands (registered by :mod:`dscloud.cli`): start, change, status, promote,
+abort.
 
 Each calls :mod:`dscloud.rollout` (and :mod:`dscloud.rollout_guard` for the merged
 comparison); the rules (verification, compatibility, compare-and-swap, audit) live there.
@@ -7,20 +8,25 @@ comparison); the rules (verification, compatibility, compare-and-swap, audit) li
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from dscloud import rollout as rollouts
-from dscloud.archive import Ref, current_user
+from dscloud.archive import Archive, Ref, current_user
 from dscloud.cli.common import open_archive
-from dscloud.errors import ConfigError
+from dscloud.errors import ConfigError, RolloutError
 from dscloud.rollout_guard import comparison
 
 __all__ = ["register"]
 
+#: The audit events ``dsc rollout status --audit`` lists.
+_AUDITED = ("rollout-start", "rollout-change", "rollout-promote", "rollout-abort")
+
 
 def register(sub: Any) -> None:
-    """Add ``dsc rollout start|status|promote|abort`` to the ``dsc`` parser."""
+    """Add ``dsc rollout start|change|status|promote|abort`` to the ``dsc`` parser."""
     group = sub.add_parser("rollout", help="shadow or canary a candidate version behind an alias")
     commands = group.add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
 
@@ -33,17 +39,32 @@ def register(sub: Any) -> None:
     mode.add_argument(
         "--canary", type=_percent, metavar="PCT", help="candidate answers PCT%% of keys"
     )
-    p.add_argument("--max-error-rate", type=_rate, help="abort above this candidate error rate")
-    p.add_argument("--max-disagreement", type=_rate, help="abort above this disagreement rate")
-    p.add_argument(
-        "--min-rows", type=int, default=100, help="rows compared before a threshold is judged"
-    )
+    _thresholds(p, min_rows=100)
     p.add_argument("--reason", default="", help="why, for the audit record")
     p.set_defaults(run=cmd_start)
+
+    p = commands.add_parser(
+        "change",
+        help="change the running rollout: mode, canary share or thresholds",
+        description="Change the rollout on NAME@ALIAS; thresholds not given keep their values. "
+        "Routing is unchanged for a canary: a larger share only adds keys.",
+    )
+    p.add_argument("ref", metavar="NAME@ALIAS")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--shadow", action="store_true", help="candidate scores, answers no one")
+    mode.add_argument(
+        "--canary", type=_percent, metavar="PCT", help="candidate answers PCT%% of keys"
+    )
+    _thresholds(p, min_rows=None)
+    p.add_argument("--reason", required=True, help="why, for the audit record")
+    p.set_defaults(run=cmd_change)
 
     p = commands.add_parser("status", help="the rollout on NAME@ALIAS and its comparison")
     p.add_argument("ref", metavar="NAME@ALIAS")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--audit", action="store_true", help="also list the alias's rollout audit records"
+    )
     p.set_defaults(run=cmd_status)
 
     p = commands.add_parser("promote", help="point the alias at its candidate")
@@ -77,25 +98,59 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_change(args: argparse.Namespace) -> int:
+    archive = open_archive(args)
+    name, alias = _alias_ref(args.ref)
+    given = {
+        k: getattr(args, k)
+        for k in ("max_error_rate", "max_disagreement", "min_rows")
+        if getattr(args, k) is not None
+    }
+    if not (args.shadow or args.canary is not None or given):
+        raise ConfigError(
+            "dsc rollout change: nothing to change; give --shadow, --canary PCT or a threshold "
+            "(--max-error-rate, --max-disagreement, --min-rows)"
+        )
+    thresholds = None
+    if given:
+        _, running = rollouts.status(archive, name, alias)
+        if running is None:
+            raise RolloutError(f"{name}@{alias} has no rollout")
+        thresholds = dataclasses.replace(running.thresholds, **given)
+    changed = rollouts.change(
+        archive,
+        name,
+        alias,
+        mode="shadow" if args.shadow else ("canary" if args.canary is not None else None),
+        share=args.canary / 100.0 if args.canary is not None else None,
+        thresholds=thresholds,
+        reason=args.reason,
+        by=current_user(),
+    )
+    print(f"{name}@{alias}: {_describe(changed)}{_limits(changed.thresholds)}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     archive = open_archive(args)
     name, alias = _alias_ref(args.ref)
     record, running = rollouts.status(archive, name, alias)
     merged = comparison(archive, name, alias, running) if running is not None else None
     figures = merged.figures() if merged is not None else None
+    events = _rollout_events(archive, name, alias) if args.audit else None
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "alias": record,
-                    "rollout": running.to_dict() if running else None,
-                    "comparison": figures,
-                },
-                indent=2,
-            )
-        )
+        shown: dict[str, Any] = {
+            "alias": record,
+            "rollout": running.to_dict() if running else None,
+            "comparison": figures,
+        }
+        if events is not None:
+            shown["audit"] = events
+        print(json.dumps(shown, indent=2))
         return 0
     print(f"{name}@{alias} -> {record['version']} (set by {record['set_by']})")
+    if events:
+        _print_audit(events)
     if running is None:
         print("no rollout")
         return 0
@@ -110,6 +165,34 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"vs {cand['error_rate']:.4f} (v{cand['version']})"
     )
     return 0
+
+
+def _rollout_events(archive: Archive, name: str, alias: str) -> list[dict[str, Any]]:
+    """The alias's rollout audit records (start, change, promote, abort), oldest first."""
+    return [
+        r for r in archive.audit(name) if r.get("event") in _AUDITED and r.get("alias") == alias
+    ]
+
+
+def _print_audit(events: list[dict[str, Any]]) -> None:
+    """``events`` one a line: when, what, who, from and to, why."""
+    print("audit:")
+    for r in events:
+        before, after = r.get("from") or {}, r.get("to") or {}
+        what = r["event"].removeprefix("rollout-")
+        move = f"{_brief(before)} -> {_brief(after)}"
+        why = f": {r['why']}" if r.get("why") else ""
+        print(f"  {r['at']}  {what:<7} by {r['by']}  {move}{why}")
+
+
+def _brief(record: Mapping[str, Any]) -> str:
+    """An alias state in a few words: ``v1`` or ``v1 + candidate 2 (canary 20%)``."""
+    if not record:
+        return "?"
+    running = record.get("rollout")
+    if not running:
+        return f"v{record.get('version')}"
+    return f"v{record.get('version')} + {_describe(rollouts.Rollout.from_dict(running))}"
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -127,6 +210,30 @@ def cmd_abort(args: argparse.Namespace) -> int:
     assert audit is not None  # without a rollout id, abort raises instead of declining
     print(f"{name}@{alias}: rollout aborted; still serving {audit['version']}")
     return 0
+
+
+def _thresholds(p: argparse.ArgumentParser, *, min_rows: int | None) -> None:
+    p.add_argument("--max-error-rate", type=_rate, help="abort above this candidate error rate")
+    p.add_argument("--max-disagreement", type=_rate, help="abort above this disagreement rate")
+    p.add_argument(
+        "--min-rows",
+        type=int,
+        default=min_rows,
+        help="rows compared before a threshold is judged"
+        + (f" (default {min_rows})" if min_rows is not None else ""),
+    )
+
+
+def _limits(thresholds: rollouts.Thresholds) -> str:
+    parts = [
+        f"{label} {value}"
+        for label, value in (
+            ("max error rate", thresholds.max_error_rate),
+            ("max disagreement", thresholds.max_disagreement),
+        )
+        if value is not None
+    ]
+    return f" ({', '.join(parts)}; judged after {thresholds.min_rows} rows)" if parts else ""
 
 
 def _describe(rollout: rollouts.Rollout) -> str:

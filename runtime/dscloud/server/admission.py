@@ -31,9 +31,12 @@ from dscloud.errors import ConfigError, OverloadedError
 __all__ = ["CSV_COST", "JSON_COST", "MAX_COST", "Admission", "Ticket", "check_budget"]
 
 #: Peak server memory per byte of body while a request is decoded and scored
-#: (bench/memory.md: the largest ratio measured for the media type, rounded up).
-CSV_COST = 18.0
-JSON_COST = 20.0
+#: (bench/memory.md, run "vector": the largest ratio measured for the media type plus about
+#: 15 %: CSV 12.9x; JSON 12.6x for dataframe_split, 11.5x inputs and OIP, 7.4x
+#: dataframe_records and instances). The JSON peak is orjson's parse of the whole document;
+#: decoded columns are held as arrays from then on (``Schema.compact``).
+CSV_COST = 15.0
+JSON_COST = 14.0
 MAX_COST = max(CSV_COST, JSON_COST)
 
 

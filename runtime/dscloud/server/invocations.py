@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from itertools import repeat
 from typing import Any
 
+import numpy as np
 import orjson
 
 from dscloud.cells import parse_cells
 from dscloud.columns import MISSING
 from dscloud.errors import PayloadError, UnsupportedMediaError
+from dscloud.json_input import named_columns, rows_to_columns, tensor_rows
 from dscloud.schema import OUTPUT_KINDS, Schema
 from dscloud.scorer import Predictions, Scorer
 from dscloud.server.protocols import Batch, check_known, loads
@@ -41,13 +44,17 @@ def decode_invocations(body: bytes, content_type: str, schema: Schema) -> Batch:
     """
     media = content_type.partition(";")[0].strip().lower()
     if is_csv(media):
-        return _from_csv(body, schema)
-    if media in _JSON_TYPES or media.endswith("+json"):
-        return _from_json(loads(body), schema)
-    raise UnsupportedMediaError(
-        f"content type {media!r} is not supported; send application/json "
-        f"({', '.join(INVOCATION_FORMATS)}) or text/csv with a header row"
-    )
+        batch = _from_csv(body, schema)
+    elif media in _JSON_TYPES or media.endswith("+json"):
+        batch = _from_json(loads(body), schema)  # the parsed document is freed on return
+    else:
+        raise UnsupportedMediaError(
+            f"content type {media!r} is not supported; send application/json "
+            f"({', '.join(INVOCATION_FORMATS)}) or text/csv with a header row"
+        )
+    if isinstance(batch.columns, dict):
+        schema.compact(batch.columns, batch.n_rows)
+    return batch
 
 
 def _from_json(payload: Any, schema: Schema) -> Batch:
@@ -98,17 +105,7 @@ def _from_split(value: Any, schema: Schema) -> Batch:
 
 
 def _transpose(names: list[str], rows: list[Any], field: str) -> Batch:
-    width = len(names)
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != width:
-            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise PayloadError(
-                f"{field}[{i}]: expected a list of {width} values ({names}), got {got}",
-                field=field,
-                row=i,
-            )
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return Batch(dict(zip(names, columns, strict=True)), len(rows))
+    return Batch(rows_to_columns(rows, names, field), len(rows))
 
 
 def _from_records(value: Any, schema: Schema, fmt: str) -> Batch:
@@ -132,23 +129,11 @@ def _from_records(value: Any, schema: Schema, fmt: str) -> Batch:
 
 
 def _from_columns(value: dict[str, Any], schema: Schema) -> Batch:
-    matrix = schema.matrix_input
-    if matrix is not None and list(value) == [matrix] and matrix not in schema.names:
-        # MLflow's tensor form by ONNX input name, {"inputs": {"X": [[...], ...]}}: for a
-        # model with one [N, k] input, each row lists the columns in the schema's order.
-        return _from_rows(value[matrix], schema, f"inputs.{matrix}")
+    rows = tensor_rows(value, schema.names, schema.matrix_input)
+    if rows is not None:
+        return _from_rows(rows, schema, f"inputs.{schema.matrix_input}")
     check_known(schema, list(value))
-    n_rows: int | None = None
-    for name, values in value.items():
-        if not isinstance(values, list):
-            raise PayloadError(f'"inputs.{name}" must be a list of values', field=name)
-        if n_rows is not None and len(values) != n_rows:
-            raise PayloadError(
-                f'"inputs.{name}" has {len(values)} values, earlier columns have {n_rows}',
-                field=name,
-            )
-        n_rows = len(values)
-    return Batch(dict(value), n_rows or 0)
+    return Batch(*named_columns(value, "inputs"))
 
 
 def _from_rows(value: Any, schema: Schema, fmt: str) -> Batch:
@@ -236,14 +221,37 @@ def _share(values: list[Any], seen: dict[str, str]) -> list[Any]:
 
 def encode_invocations(preds: Predictions, scorer: Scorer) -> bytes:
     """``{"predictions": [{label, probabilities, value}...], "model": {name, version, sha256}}``."""
-    # Column-wise tolist() is the same numbers as Predictions.to_records(), built faster; in
-    # blocks, so that a 300,000-row answer never holds 300,000 dicts at once.
+    # The same JSON as orjson.dumps(Predictions.to_records()), built without a dict, a list
+    # and a float object per row: each output is serialised whole by orjson and cut into
+    # one fragment per row, and the rows are joined from the fragments. In blocks, so that
+    # a 300,000-row answer never holds every fragment at once.
     fields = [(k, a) for k in OUTPUT_KINDS if (a := getattr(preds, k)) is not None]
-    names = [k for k, _ in fields]
     parts = []
     for start in range(0, len(preds), BLOCK_ROWS):
-        lists = [a[start : start + BLOCK_ROWS].tolist() for _, a in fields]
-        records = [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
-        parts.append(orjson.dumps(records)[1:-1])
+        columns: list[Any] = []
+        for i, (kind, array) in enumerate(fields):
+            columns.append(repeat(b'{"' if i == 0 else b',"'))
+            columns.append(repeat(kind.encode() + (b'":[' if array.ndim == 2 else b'":')))
+            columns.append(_fragments(array[start : start + BLOCK_ROWS]))
+            columns.append(repeat(b"]" if array.ndim == 2 else b""))
+        columns.append(repeat(b"}"))
+        parts.append(b",".join(map(b"".join, zip(*columns, strict=False))))  # repeat() is endless
     model = orjson.dumps(scorer.identity.to_dict())
     return b'{"predictions":[' + b",".join(parts) + b'],"model":' + model + b"}"
+
+
+def _fragments(array: Any) -> list[bytes]:
+    """The JSON of each row of ``array`` (a 2-D row without its brackets), as orjson writes
+    the row's Python values (float32 widened first, so the digits are the float64 ones)."""
+    if len(array) == 0:
+        return []
+    if array.dtype.kind == "f":
+        array = array.astype(np.float64, copy=False)
+    if array.dtype.kind not in "fiub" or (array.ndim == 2 and array.shape[1] == 0):
+        return [
+            orjson.dumps(v)[1:-1] if array.ndim == 2 else orjson.dumps(v) for v in array.tolist()
+        ]
+    text = orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY)
+    if array.ndim == 2:
+        return text[2:-2].split(b"],[")
+    return text[1:-1].split(b",")

@@ -70,6 +70,8 @@ def decode_infer(payload: Any, schema: Schema) -> Batch:
         and first.get("name") == schema.matrix_input
     ):
         matrix, rows = _matrix_tensor(first, schema)
+        if isinstance(matrix, dict):
+            schema.compact(matrix, rows)  # boxed values freed with the payload (bench/memory.md)
         return Batch(matrix, rows, request_id, outputs)
 
     columns = {}
@@ -94,6 +96,7 @@ def decode_infer(payload: Any, schema: Schema) -> Batch:
                 field=name,
             )
         columns[name] = data
+    schema.compact(columns, n_rows or 0)  # boxed values freed with the payload (bench/memory.md)
     return Batch(columns, n_rows or 0, request_id, outputs)
 
 

@@ -7,10 +7,13 @@ import io
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
 from dscloud.envelope import Artifact
+from dscloud.scorer import Predictions, Scorer
+from dscloud.server.invocations import BLOCK_ROWS, encode_invocations
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +220,33 @@ def oip_tensors(row: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for k, v in row.items()
     ]
+
+
+# -- the answer, built from whole output arrays ----------------------------------------------
+
+
+def _outputs(n: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(n)
+    return [
+        {"label": rng.integers(0, 3, n), "probabilities": rng.random((n, 3)).astype(np.float32)},
+        {"label": np.array(['a,"b"]', "c"] * n, dtype=object)[:n]},
+        {"label": rng.integers(0, 2, n).astype(bool), "value": rng.random(n) * 1e-7},
+        {"probabilities": np.full((n, 2), np.nan, np.float32), "value": rng.random(n)},
+    ]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, BLOCK_ROWS + 5])
+def test_the_answer_is_the_json_of_every_row_as_the_core_gives_it(
+    churn_artifact: Artifact, n: int
+) -> None:
+    # given outputs of every kind and dtype (strings with JSON's own characters, NaN)
+    scorer = Scorer(churn_artifact)
+    for outputs in _outputs(n):
+        preds = Predictions(envelope=churn_artifact.envelope, rows=np.arange(n), **outputs)
+        # then the answer is byte for byte orjson's of the rows' Python values
+        rows = [
+            {k: (a[i].tolist() if a.ndim == 2 else a.tolist()[i]) for k, a in outputs.items()}
+            for i in range(n)
+        ]
+        expected = {"predictions": rows, "model": scorer.identity.to_dict()}
+        assert encode_invocations(preds, scorer) == orjson.dumps(expected)
