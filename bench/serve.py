@@ -282,6 +282,7 @@ def ceiling(workers: int, one: bytes, batch: bytes, seconds: float, work: Path) 
     argv = [str(ROOT / ".venv/bin/uvicorn"), "ceiling:app", "--app-dir", str(HERE)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header"]
+    argv += ["--no-proxy-headers"]  # as dsc serve (server/run.py)
     return serve_and_measure(
         f"ceiling (bare ASGI), {workers} worker(s)",
         [*argv, "--timeout-keep-alive", "75", "--log-level", "warning"],

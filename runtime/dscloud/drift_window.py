@@ -3,7 +3,11 @@
 Counting one row costs far more per row than counting a thousand (numpy and dict work per
 column per call), and a server scores one row per request. :class:`RollingCounts` keeps
 the rows a request scored and counts them in bulk; the figures are those of counting every
-row, at a fraction of the cost per request.
+row, at a fraction of the cost per request. A one-row request leaves only its values
+behind (one list append per feature), not the request's own objects: keeping a thousand
+requests' dicts, tuples and :class:`~dscloud.scorer.Predictions` alive until the flush
+cost the server more than the counting itself (they outlive the young GC generation and
+keep every request's memory cold; ``bench/serve.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy.typing as npt
 from dscloud.baseline import Baseline, Outputs
 from dscloud.drift import ColumnValues, DriftCounts, Tally, pick
 from dscloud.errors import SchemaError
+from dscloud.schema import OUTPUT_KINDS
 
 if TYPE_CHECKING:
     from dscloud.scorer import Predictions
@@ -70,6 +75,13 @@ class RollingCounts:
         # prediction values) from add.
         self._pending: list[tuple[Mapping[str, ColumnValues] | _Records, Any, int, Any]] = []
         self._pending_rows = 0
+        # Waiting one-row requests: their values row after row in one flat list (feature i
+        # of request j at j * features + i), and each output's arrays. No per-request
+        # container outlives the request (numpy arrays are not tracked by the GC).
+        self._names = tuple(baseline.features)
+        self._row_values: list[Any] = []
+        self._row_count = 0
+        self._row_outputs: dict[str, list[Array]] = {k: [] for k in OUTPUT_KINDS}
 
     def _current(self) -> DriftCounts:
         key = math.floor(self.clock() / self.slice_seconds)
@@ -81,6 +93,8 @@ class RollingCounts:
         return self._slices[-1][1]
 
     def _flush(self) -> None:
+        if self._row_count:
+            self._pending.append(self._one_row_requests())
         if not self._pending:
             return
         pending, self._pending, self._pending_rows = self._pending, [], 0
@@ -118,12 +132,49 @@ class RollingCounts:
 
         Nothing is checked here: the scorer accepted these rows from these columns, so
         every feature is present; picking and counting wait for the flush. This is the
-        server's per-request cost: a lock and an append.
+        server's per-request cost: a lock and an append (one per feature for one row).
         """
+        n = len(predictions)
         with self._lock:
             self._current()
-            self._pending.append((columns, predictions, len(predictions), None))
-            self._add_rows(len(predictions))
+            if n == 1 and self._one_row(columns, predictions):
+                self._add_rows(1)
+                return
+            self._pending.append((columns, predictions, n, None))
+            self._add_rows(n)
+
+    def _one_row(self, columns: Mapping[str, ColumnValues], predictions: Predictions) -> bool:
+        """Keep a one-row request's values and outputs; False when ``columns`` hold more
+        rows than were accepted, or a tally, which the general path picks from."""
+        names = self._names
+        try:
+            if len(columns[names[0]]) != 1:
+                return False
+            row = [columns[name][0] for name in names]  # type: ignore[index]
+        except (IndexError, TypeError):  # no features, or a Tally (no single values)
+            return False
+        self._row_values += row
+        self._row_count += 1
+        outputs = self._row_outputs
+        for kind in OUTPUT_KINDS:
+            array = getattr(predictions, kind)
+            if array is not None:
+                outputs[kind].append(array)
+        return True
+
+    def _one_row_requests(self) -> tuple[dict[str, ColumnValues], _Outputs, int, None]:
+        """The waiting one-row requests as one pending entry (and forget them)."""
+        values, self._row_values = self._row_values, []
+        n, self._row_count = self._row_count, 0
+        width = len(self._names)
+        columns: dict[str, ColumnValues] = {
+            name: values[i::width] for i, name in enumerate(self._names)
+        }
+        arrays = {
+            k: np.concatenate(a) if len(a) == n else None for k, a in self._row_outputs.items()
+        }
+        self._row_outputs = {k: [] for k in OUTPUT_KINDS}
+        return columns, _Outputs(**arrays), n, None
 
     def add_scored_records(
         self, records: Sequence[Mapping[str, Any]], predictions: Predictions

@@ -105,3 +105,25 @@ def test_records_as_the_server_decodes_them_count_the_accepted_rows(
         batch = records[start : start + 4] + ([bad] if start == 8 else [])
         window.add_scored_records(batch, churn_scorer.score_records(batch))
     assert window.total().to_dict() == counted(churn_baseline, churn_scorer, frame).to_dict()
+
+
+def test_one_row_and_many_row_requests_mixed_count_as_one_pass(
+    churn_baseline: Baseline, churn_scorer: Scorer, fresh_sample: pd.DataFrame
+) -> None:
+    # given requests of one row (kept as values) between requests of several rows (kept
+    # as given), one of them with a rejected row, flushed mid-way and across two slices
+    frame = shifted(fresh_sample).iloc[:120].reset_index(drop=True)
+    records = json.loads(frame[example.FEATURES].to_json(orient="records"))
+    bad = {**records[0], "tenure_months": "soon"}
+    now = [0.0]
+    window = RollingCounts(churn_baseline, window=600.0, flush_rows=9, clock=lambda: now[0])
+    start = 0
+    while start < len(records):
+        now[0] = float(start)  # slices of 100 s
+        size = 1 if start % 3 else 5
+        batch = records[start : start + size] + ([bad] if start == 30 else [])
+        columns = {k: [r[k] for r in batch] for k in example.FEATURES}
+        window.add_scored(columns, churn_scorer.score_columns(columns, len(batch)))
+        start += size
+    # then the figures are those of the good rows counted at once
+    assert window.total().to_dict() == counted(churn_baseline, churn_scorer, frame).to_dict()

@@ -24,8 +24,7 @@ Everything here runs on the event loop's thread, so the counters need no lock.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from dscloud.errors import ConfigError, OverloadedError
 
@@ -42,7 +41,9 @@ MAX_COST = max(CSV_COST, JSON_COST)
 
 
 class Ticket:
-    """One admitted request's reservation; grows as its body arrives."""
+    """One admitted request's reservation; grows as its body arrives. Used as the ``with``
+    block of :meth:`Admission.request`, whose end releases it (a plain class: a generator
+    context manager costs a visible share of a one-row request)."""
 
     def __init__(self, admission: Admission, cost_per_body_byte: float) -> None:
         self._admission = admission
@@ -58,6 +59,19 @@ class Ticket:
         cost = math.ceil(body_bytes * self.cost_per_body_byte)
         self._admission._take(self, cost)
 
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        admission = self._admission
+        admission.in_flight -= 1
+        admission.reserved -= self.reserved
+
 
 class Admission:
     """The limits of one server process (see the module docstring)."""
@@ -68,10 +82,9 @@ class Admission:
         self.in_flight = 0
         self.reserved = 0
 
-    @contextmanager
-    def request(self, cost_per_body_byte: float = MAX_COST) -> Iterator[Ticket]:
-        """Admit one scoring request for the ``with`` block; yields its :class:`Ticket`,
-        whose body will cost ``cost_per_body_byte`` bytes of memory per byte.
+    def request(self, cost_per_body_byte: float = MAX_COST) -> Ticket:
+        """Admit one scoring request: its :class:`Ticket`, to use as a ``with`` block whose
+        end releases it; its body will cost ``cost_per_body_byte`` bytes of memory per byte.
 
         Raises :class:`OverloadedError` when ``max_concurrent`` requests are in flight.
         """
@@ -80,13 +93,8 @@ class Admission:
                 f"{self.in_flight} scoring requests in flight, the most this process takes "
                 "at once (DSC_MAX_CONCURRENT); retry shortly"
             )
-        ticket = Ticket(self, cost_per_body_byte)
         self.in_flight += 1
-        try:
-            yield ticket
-        finally:
-            self.in_flight -= 1
-            self.reserved -= ticket.reserved
+        return Ticket(self, cost_per_body_byte)
 
     def _take(self, ticket: Ticket, cost: int) -> None:
         alone = self.in_flight == 1 and ticket.reserved == self.reserved

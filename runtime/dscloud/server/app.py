@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -57,7 +58,7 @@ from dscloud.live import LiveModel, ModelSet
 from dscloud.scorer import Scorer
 from dscloud.server import invocations, oip
 from dscloud.server.admission import CSV_COST, JSON_COST, Admission, Ticket
-from dscloud.server.deadlines import deadline_protocol
+from dscloud.server.deadlines import BodyDeadlines, deadline_protocol
 from dscloud.server.drift import ServerDrift
 from dscloud.server.logs import AccessLog, configure_logging
 from dscloud.server.metrics import Metrics
@@ -87,7 +88,7 @@ JSON = "application/json"
 CLIENT_CLOSED = 499
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """What one request touched, for its metrics and its log line."""
 
@@ -136,10 +137,6 @@ def _model_headers(scorer: Scorer) -> dict[str, str]:
         "x-model-version": str(model.version),
         "x-model-sha256": model.sha256,
     }
-
-
-def _raw_model_headers(scorer: Scorer) -> list[tuple[bytes, bytes]]:
-    return [(k.encode(), v.encode()) for k, v in _model_headers(scorer).items()]
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -199,6 +196,10 @@ class ModelServer:
             max_concurrent=settings.max_concurrent, budget_bytes=settings.memory_budget_bytes
         )
         self.access = AccessLog()
+        self.body_deadlines = BodyDeadlines(settings.body_seconds)
+        self._raw_headers: dict[
+            tuple[str, int | None], tuple[Scorer, list[tuple[bytes, bytes]]]
+        ] = {}
         self.drift = ServerDrift(
             window_seconds=settings.drift_window_seconds,
             worker_label=settings.workers > 1,
@@ -233,22 +234,34 @@ class ModelServer:
     ) -> None:
         seconds = time.perf_counter() - started
         scorer = exchange.scorer
-        model = scorer.name if scorer is not None else ""
-        version = str(scorer.version) if scorer is not None else ""
-        self.metrics.observe(exchange.endpoint, model, version, status, seconds, exchange.rows)
         fields: dict[str, Any] = {
             "method": method,
             "path": path,
             "status": status,
             "latency_ms": round(seconds * 1000, 3),
         }
-        if scorer is not None:
+        if scorer is None:
+            model = version = ""
+        else:
+            model, version = scorer.name, str(scorer.version)
             fields.update(model=model, version=scorer.version, rows=exchange.rows)
         if exchange.request_id is not None:
             fields["request_id"] = exchange.request_id
+        self.metrics.observe(exchange.endpoint, model, version, status, seconds, exchange.rows)
         if exchange.error is not None:
             fields["error"] = exchange.error
         self.access.request(fields)
+
+    def _raw_model_headers(self, scorer: Scorer) -> list[tuple[bytes, bytes]]:
+        """The model headers of ``scorer``'s answers, encoded once per served version."""
+        key = (scorer.name, scorer.version)
+        cached = self._raw_headers.get(key)
+        if cached is None or cached[0] is not scorer:
+            raw = [(k.encode(), v.encode()) for k, v in _model_headers(scorer).items()]
+            # One entry per version (a canary answers with two of one name); a version
+            # reloaded under the same number replaces its entry.
+            cached = self._raw_headers[key] = (scorer, raw)
+        return cached[1]
 
     async def not_routed(self, request: Request, exc: Exception) -> Response:
         """404 / 405 from the router, in the same shape as every other error."""
@@ -277,14 +290,20 @@ class ModelServer:
         reserved = declared is not None and declared.isdigit()
         if reserved:
             ticket.reserve(int(declared))  # type: ignore[arg-type]
-        seconds = self.settings.body_seconds
+        deadlines = self.body_deadlines
+        if deadlines.seconds <= 0:
+            return await self._read(receive, ticket, limit, reserved=reserved)
+        task = deadlines.start()
         try:
-            async with asyncio.timeout(seconds if seconds > 0 else None):
-                return await self._read(receive, ticket, limit, reserved=reserved)
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"the body did not arrive within {seconds:g} s (DSC_BODY_SECONDS)"
-            ) from None
+            return await self._read(receive, ticket, limit, reserved=reserved)
+        except asyncio.CancelledError:
+            if deadlines.late(task):
+                raise RequestTimeoutError(
+                    f"the body did not arrive within {deadlines.seconds:g} s (DSC_BODY_SECONDS)"
+                ) from None
+            raise
+        finally:
+            deadlines.stop(task)
 
     async def _read(self, receive: Receive, ticket: Ticket, limit: int, *, reserved: bool) -> bytes:
         chunks: list[bytes] = []
@@ -443,7 +462,7 @@ class ModelServer:
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(answer)).encode()),
-                *_raw_model_headers(scorer),
+                *self._raw_model_headers(scorer),
                 (_REQUEST_ID_RAW, request_id.encode("latin-1")),
             ]
         except Exception as exc:
@@ -520,6 +539,11 @@ class ModelServer:
                 self.settings.refresh_seconds,
                 after_poll=lambda: self.rollouts.tick(self.models.models.values()),
             )
+            # What is loaded by now (modules, models, schemas) lives as long as the process:
+            # frozen out of the collector's sight, a full collection triggered on the
+            # request path no longer walks all of it (bench/serve.md).
+            gc.collect()
+            gc.freeze()
             log.info(
                 "serving",
                 extra={

@@ -68,7 +68,8 @@ class AccessLog:
 
     A ``logging`` record, its caller lookup, formatter and a flush per request cost about
     as much as scoring one row; here a line is one ``orjson.dumps`` into a buffer that is
-    written at most :data:`FLUSH_SECONDS` later (a timer on the event loop), when
+    written at most :data:`FLUSH_SECONDS` later (its timestamp's date and time are
+    formatted once per second, the milliseconds appended) (a timer on the event loop), when
     :data:`FLUSH_LINES` lines wait, and at shutdown. The access logger's level still
     decides: ``logging.getLogger("dscloud.server.access").setLevel(logging.WARNING)``
     silences it. Lines of one process stay in order; against other loggers' lines they
@@ -82,13 +83,15 @@ class AccessLog:
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._second_text = ""
 
     def request(self, fields: dict[str, Any]) -> None:
         """Queue the line for one request (``fields``: method, path, status, ...)."""
         if not self._logger.isEnabledFor(logging.INFO):
             return
         line = {
-            "ts": datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(time.time()),
             "level": "info",
             "logger": ACCESS_LOGGER,
             "msg": "request",
@@ -104,6 +107,14 @@ class AccessLog:
                 self.flush()
                 return
             self._timer = loop.call_later(self.FLUSH_SECONDS, self.flush)
+
+    def _timestamp(self, now: float) -> str:
+        """``now`` as :class:`JsonFormatter` writes it: ISO 8601, milliseconds, UTC."""
+        second = int(now)
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, UTC).isoformat()  # ...T18:05:30+00:00
+            self._second, self._second_text = second, moment[:-6]
+        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
 
     def flush(self) -> None:
         """Write every queued line to stdout now."""

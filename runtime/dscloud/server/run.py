@@ -88,6 +88,9 @@ def serve(settings: Settings) -> None:
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        # X-Forwarded-* would only rewrite the client address, which nothing here reads;
+        # uvicorn's middleware for it costs a dict of the headers per request.
+        "proxy_headers": False,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "timeout_graceful_shutdown": DRAIN_SECONDS,
     }

@@ -4,6 +4,7 @@ answering, and metadata tells a client nothing about the archive's insides."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -19,6 +20,7 @@ from dscloud.archive import Archive
 from dscloud.envelope import Artifact
 from dscloud.errors import ConfigError
 from dscloud.server.admission import JSON_COST, MAX_COST, check_budget
+from dscloud.server.deadlines import BodyDeadlines
 from tests.runtime.server.conftest import Server, publish_all
 from tests.runtime.server.test_live import corrupt, move_alias_unchecked
 
@@ -184,6 +186,31 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(strict_server: Server) -> 
     finally:
         s.close()
     assert status == 408
+
+
+def test_one_timer_keeps_every_body_deadline() -> None:
+    # given two bodies being read at once: one arrives in time, the other never
+    deadlines = BodyDeadlines(0.2)
+
+    async def read(arrives: asyncio.Future[bytes]) -> str:
+        task = deadlines.start()
+        try:
+            await arrives
+        except asyncio.CancelledError:
+            return "late" if deadlines.late(task) else "cancelled"
+        finally:
+            deadlines.stop(task)
+        return "arrived"
+
+    async def main() -> tuple[list[str], bool]:
+        loop = asyncio.get_running_loop()
+        on_time, never = loop.create_future(), loop.create_future()
+        loop.call_later(0.05, on_time.set_result, b"{}")
+        outcome = await asyncio.gather(read(on_time), read(never))
+        return outcome, deadlines._timer is None
+
+    # then the late one is told apart from any other cancellation, and no timer is left
+    assert asyncio.run(main()) == (["arrived", "late"], True)
 
 
 def test_over_the_concurrency_cap_is_a_503_with_retry_after(
