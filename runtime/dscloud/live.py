@@ -31,7 +31,7 @@ from dscloud.errors import (
     NotFoundError,
     RolloutError,
 )
-from dscloud.rollout import Rollout, incompatibility, status
+from dscloud.rollout import CANDIDATE_REFUSALS, Rollout, load_candidate, status
 from dscloud.scorer import Scorer
 
 __all__ = ["LiveModel", "ModelSet"]
@@ -40,10 +40,6 @@ log = logging.getLogger("dscloud.live")
 
 #: Failures that are a property of the version's bytes, not of the moment.
 _VERDICTS = (ArtifactIntegrityError, EnvelopeError, GoldenMismatchError, ModelLoadError)
-#: A candidate is refused for those, and for an interface the serving version's rows do not
-#: fit (checked at ``dsc rollout start`` too; checked again here, since every process must
-#: be able to hand the candidate the rows it decoded for the serving version).
-_CANDIDATE_VERDICTS = (*_VERDICTS, RolloutError)
 
 
 class LiveModel:
@@ -90,7 +86,12 @@ class LiveModel:
         return self.scorer
 
     def _follow_rollout(self) -> None:
-        """Load the rollout's candidate, or drop it when the rollout ended. Never raises."""
+        """Load the rollout's candidate, or drop it when the rollout ended. Never raises.
+
+        The candidate is checked by :func:`dscloud.rollout.load_candidate`, the rule batch
+        uses too (sha256 against the rollout record, goldens, an interface the serving
+        version's decoded rows fit); a refusal (:data:`CANDIDATE_REFUSALS`) is remembered
+        per rollout and not retried every poll."""
         if self.ref.alias is None or self.ref.path is not None:
             return
         rollout: Rollout | None = None
@@ -108,21 +109,14 @@ class LiveModel:
                 self.last_error = self._refused_rollout[1]
                 self.public_error = self.rollout_error
                 return
-            candidate = self._load(Ref(name=self.ref.name, version=rollout.candidate))
-            if candidate.sha256 != rollout.candidate_sha256:
-                raise ArtifactIntegrityError(
-                    path=f"{self.archive.uri}/models/{self.ref.name}/aliases/{self.ref.alias}.json",
-                    what="the candidate's sha256",
-                    actual=rollout.candidate_sha256,
-                    source=f"{candidate.name}@{candidate.version} records",
-                    expected=candidate.sha256,
-                )
-            why = incompatibility(self.scorer.schema, candidate.schema)
-            if why is not None:
-                raise RolloutError(
-                    f"candidate {self.ref.name}@{rollout.candidate} is incompatible with "
-                    f"{self.ref.name}@{self.scorer.version}: {why}"
-                )
+            candidate = load_candidate(
+                self.archive,
+                self.ref.name,
+                self.ref.alias,
+                rollout,
+                self.scorer,
+                threads=self.threads,
+            )
         except Exception as exc:  # a poller must survive anything the archive hands it
             self.following = None
             self.last_error = (
@@ -132,7 +126,7 @@ class LiveModel:
                 self.rollout_error = self.public_error = _public(
                     exc, self.ref.name, rollout.candidate, candidate=True
                 )
-            if isinstance(exc, _CANDIDATE_VERDICTS) and rollout is not None:
+            if isinstance(exc, CANDIDATE_REFUSALS) and rollout is not None:
                 self._refused_rollout = (rollout.id, self.last_error)
             log.warning(
                 "not following the rollout of %s: %s",
