@@ -7,6 +7,10 @@ verification (sha256 or golden replay) is not swapped in: the old one keeps serv
 the failure is logged and kept in ``last_error``; ``public_error`` says the same without
 the archive's paths and keys, for answers to clients.
 
+The version's failure and the candidate's are kept apart and read through properties
+(the version's first), each written once per poll: a client reading metadata while the
+poller runs sees the error before or after the poll, never a ``None`` in between.
+
 A model that follows an alias also follows the alias's rollout (:mod:`dscloud.rollout`):
 each poll loads the candidate, verified like any version, into :attr:`LiveModel.following`,
 or drops it when the rollout ended. A candidate that fails verification is never used: the
@@ -49,19 +53,38 @@ class LiveModel:
         self.archive = archive
         self.ref = Ref.parse(ref) if isinstance(ref, str) else ref
         self.threads = threads
-        self.last_error: str | None = None
-        self.public_error: str | None = None
-        #: Why the running rollout's candidate is not followed, without internal paths;
-        #: None while it is followed or when there is no rollout.
-        self.rollout_error: str | None = None
+        # Why the version the reference points at is not serving, and why the rollout's
+        # candidate is not followed: (for the log, for clients), or None.
+        self._version_error: tuple[str, str] | None = None
+        self._candidate_error: tuple[str, str] | None = None
         self._refused: int | None = None  # the version that last failed to load
         self.scorer: Scorer = self._load(self.ref)
         #: The running rollout and its verified candidate; None without one. One attribute,
         #: so a request reads both from the same poll.
         self.following: tuple[Rollout, Scorer] | None = None
-        # The rollout whose candidate failed verification, and why: not loaded again.
-        self._refused_rollout: tuple[str | None, str | None] = (None, None)
+        # The rollout whose candidate failed verification: not loaded again.
+        self._refused_rollout: str | None = None
         self._follow_rollout()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last poll could not serve what the archive says (the version's failure
+        first, else the rollout candidate's), with details for the log; None when all is
+        followed."""
+        failed = self._version_error or self._candidate_error
+        return failed[0] if failed else None
+
+    @property
+    def public_error(self) -> str | None:
+        """:attr:`last_error` without internal paths, keys or hashes, for clients."""
+        failed = self._version_error or self._candidate_error
+        return failed[1] if failed else None
+
+    @property
+    def rollout_error(self) -> str | None:
+        """Why the running rollout's candidate is not followed, without internal paths;
+        None while it is followed or when there is no rollout."""
+        return self._candidate_error[1] if self._candidate_error else None
 
     @property
     def name(self) -> str:
@@ -99,16 +122,13 @@ class LiveModel:
             _, rollout = status(self.archive, self.ref.name, self.ref.alias)
             if rollout is None or rollout.candidate == self.scorer.version:
                 self.following = None
-                self.rollout_error = None
+                self._candidate_error = None
                 return
             if self.following is not None and self.following[0].candidate == rollout.candidate:
                 self.following = (rollout, self.following[1])  # mode, share or thresholds
                 return
-            if rollout.id == self._refused_rollout[0]:
-                # Still refused: keep saying so (the version refresh cleared the errors).
-                self.last_error = self._refused_rollout[1]
-                self.public_error = self.rollout_error
-                return
+            if rollout.id == self._refused_rollout:
+                return  # still refused, and still saying why
             candidate = load_candidate(
                 self.archive,
                 self.ref.name,
@@ -119,25 +139,23 @@ class LiveModel:
             )
         except Exception as exc:  # a poller must survive anything the archive hands it
             self.following = None
-            self.last_error = (
-                str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
+            detail = _detail(exc)
+            self._candidate_error = (
+                detail,
+                _public(exc, self.ref.name, rollout.candidate if rollout else None, candidate=True),
             )
-            if rollout is not None:
-                self.rollout_error = self.public_error = _public(
-                    exc, self.ref.name, rollout.candidate, candidate=True
-                )
             if isinstance(exc, CANDIDATE_REFUSALS) and rollout is not None:
-                self._refused_rollout = (rollout.id, self.last_error)
+                self._refused_rollout = rollout.id
             log.warning(
                 "not following the rollout of %s: %s",
                 self.ref,
-                self.last_error,
+                detail,
                 exc_info=not isinstance(exc, DscError),
                 extra={"model": self.scorer.name, "version": self.scorer.version},
             )
             return
         self.following = (rollout, candidate)
-        self.rollout_error = None
+        self._candidate_error = None
         log.info(
             "following the rollout of %s: candidate %s in %s",
             self.ref,
@@ -165,16 +183,13 @@ class LiveModel:
         try:
             version = self.archive.resolve(self.ref)
             if version == self.scorer.version:
-                self.last_error = self.public_error = None  # the alias came back
+                self._version_error = None  # the alias came back
                 return False
             if version == self._refused:
                 return False  # already failed; keep reporting it, do not reload it every poll
             candidate = self._load(Ref(name=self.ref.name, version=version))
         except Exception as exc:  # a poller must survive anything the archive hands it
-            self.last_error = (
-                str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
-            )
-            self.public_error = _public(exc, self.ref.name, version)
+            self._version_error = (_detail(exc), _public(exc, self.ref.name, version))
             # A version that fails verification stays refused; a read that failed may succeed
             # on the next poll.
             if isinstance(exc, _VERDICTS):
@@ -183,14 +198,14 @@ class LiveModel:
                 "keeping %s@%s: %s",
                 self.scorer.name,
                 self.scorer.version,
-                self.last_error,
+                self._version_error[0],
                 exc_info=not isinstance(exc, DscError),
                 extra={"model": self.scorer.name, "version": self.scorer.version},
             )
             return False
         old = self.scorer
         self.scorer = candidate
-        self.last_error = self.public_error = None
+        self._version_error = None
         self._refused = None
         log.info(
             "swapped %s: version %s -> %s",
@@ -214,12 +229,22 @@ _PUBLIC = {
 }
 
 
+def _detail(exc: BaseException) -> str:
+    """A failure as the log tells it: our errors by their message, others by their type."""
+    return str(exc) if isinstance(exc, DscError) else f"{type(exc).__name__}: {exc}"
+
+
 def _public(exc: BaseException, name: str, version: int | None, *, candidate: bool = False) -> str:
     """One line about a refresh failure (or, with ``candidate``, a rollout candidate's),
     without internal paths (the log has the rest)."""
-    which = f"version {version} of {name}" if version is not None else f"the alias of {name}"
     if candidate:
-        which = f"rollout candidate {which}"
+        which = (
+            f"rollout candidate version {version} of {name}"
+            if version
+            else f"the rollout of {name}"
+        )
+    else:
+        which = f"version {version} of {name}" if version is not None else f"the alias of {name}"
     after = (
         "it answers no request and the serving version answers all"
         if candidate

@@ -159,6 +159,34 @@ def test_a_refused_candidate_is_told_without_paths(
     assert live.rollout_error is None and live.public_error is None
 
 
+def test_a_refused_candidate_is_never_unsaid_in_the_middle_of_a_poll(
+    archive: Archive, churn_retrained, tmp_path
+) -> None:
+    # given a live model that refused its rollout's candidate
+    dscloud.publish(churn_retrained, archive)
+    rollout.start(archive, "churn", "production", 2, mode="canary", share=1.0)
+    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    live = LiveModel(archive, "churn@production")
+    said = live.public_error
+    assert said is not None
+
+    # when a client reads the error between the version check and the rollout check
+    seen = []
+    follow = live._follow_rollout
+
+    def reading_in_between() -> None:
+        seen.append((live.public_error, live.rollout_error))
+        follow()
+
+    live._follow_rollout = reading_in_between  # type: ignore[method-assign]
+    live.refresh()
+
+    # then it reads what it read before the poll (the server's metadata once read None here)
+    assert seen == [(said, said)]
+    assert live.public_error == said
+
+
 def test_a_candidate_with_another_interface_is_refused(
     archive: Archive, churn_retrained, forest_artifact
 ) -> None:
