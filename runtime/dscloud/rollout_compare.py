@@ -50,6 +50,7 @@ LARGEST = 10
 #: A regression's values differing by more than this count as a disagreement.
 VALUE_TOLERANCE = 1e-6
 ROLES = ("current", "candidate")
+_LATENCY_EDGES = np.asarray(LATENCY_EDGES_MS)
 
 
 @dataclass
@@ -67,6 +68,13 @@ class VersionCounts:
         if seconds is not None:
             ms = seconds * 1000.0
             self.latency[next(i for i, e in enumerate(LATENCY_EDGES_MS) if ms <= e)] += 1
+
+    def add_latencies(self, seconds: Sequence[float]) -> None:
+        """Count many calls' latencies at once (their rows are counted by :meth:`add`)."""
+        ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+        bins = np.searchsorted(_LATENCY_EDGES, ms, side="left")
+        for b, count in enumerate(np.bincount(bins, minlength=len(LATENCY_EDGES_MS)).tolist()):
+            self.latency[b] += count
 
     def figures(self) -> dict[str, Any]:
         calls = sum(self.latency)

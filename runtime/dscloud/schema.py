@@ -73,10 +73,20 @@ class Encoded:
     rows: Array  # indices (into the input) of the rows in ``feeds``
     rejects: dict[int, str] = field(default_factory=dict)
     reject_columns: dict[int, str] = field(default_factory=dict)  # first bad column per row
+    #: True when ``feeds`` are the thread's reused one-row buffers (:meth:`Schema.encode_one`):
+    #: valid until that thread encodes again, so copy them (:meth:`kept`) to use later.
+    shared: bool = False
 
     @property
     def n_ok(self) -> int:
         return len(self.rows)
+
+    def kept(self) -> Encoded:
+        """These rows with feeds that stay valid after the thread encodes again."""
+        if not self.shared:
+            return self
+        feeds = {name: array.copy() for name, array in self.feeds.items()}
+        return Encoded(feeds, self.rows, self.rejects, self.reject_columns)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,12 @@ class Schema:
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def feeds_like(self, other: Schema) -> bool:
+        """True when ``other`` builds the same ONNX feeds from the same rows (same columns,
+        types and constraints, same matrix input), so feeds built by one can be run by a
+        session of the other."""
+        return self.columns == other.columns and self.matrix_input == other.matrix_input
 
     def column(self, name: str) -> Column:
         for col in self.columns:

@@ -145,22 +145,29 @@ class Scorer:
             feeds = self.schema.encode_one(records[0])
             if feeds is not None:
                 return self._run(feeds, Predictions(envelope=self.envelope, rows=_ONE_ROW))
-        return self._score(self.schema.encode_records(records))
+        return self.score_encoded(self.schema.encode_records(records))
 
     def score_columns(
         self, columns: Mapping[str, Sequence[Any] | Array], n_rows: int
     ) -> Predictions:
-        """Score columnar input (lists or numpy arrays) in one session call.
+        """Score columnar input (lists or numpy arrays) in one session call."""
+        return self.score_encoded(self.encode(columns, n_rows))
+
+    def encode(self, columns: Mapping[str, Sequence[Any] | Array], n_rows: int) -> Encoded:
+        """Validate columnar input into feeds (:meth:`score_encoded` runs them).
 
         One row (the servers' common case) takes the same single-row path as
-        :meth:`score_records`; anything it does not pass goes the general way."""
+        :meth:`score_records`, into the thread's reused buffers (``Encoded.shared``);
+        anything it does not pass goes the general way."""
         if n_rows == 1 and len(columns) == len(self.schema.columns):
             feeds = self.schema.encode_one({name: values[0] for name, values in columns.items()})
             if feeds is not None:
-                return self._run(feeds, Predictions(envelope=self.envelope, rows=_ONE_ROW))
-        return self._score(self.schema.encode_columns(columns, n_rows))
+                return Encoded(feeds, _ONE_ROW, shared=True)
+        return self.schema.encode_columns(columns, n_rows)
 
-    def _score(self, encoded: Encoded) -> Predictions:
+    def score_encoded(self, encoded: Encoded) -> Predictions:
+        """Run feeds in one session call: the encoder's own (:meth:`encode`) or, when the
+        schemas build the same feeds (:meth:`Schema.feeds_like`), another version's."""
         preds = Predictions(
             envelope=self.envelope,
             rows=encoded.rows,

@@ -55,6 +55,7 @@ from dscloud.archive import Archive
 from dscloud.live import LiveModel
 from dscloud.rollout import Rollout
 from dscloud.rollout_guard import guard, record_comparison
+from dscloud.schema import Encoded
 from dscloud.scorer import Predictions, Scorer
 from dscloud.server.metrics import RolloutSeries
 from dscloud.server.protocols import Batch
@@ -98,7 +99,18 @@ class Trial:
     """One request's part in a rollout: the version that answers, the other one, and what
     the answering call did, for the comparison after the answer is sent."""
 
-    __slots__ = ("answer", "answerer", "batch", "by_candidate", "followed", "other", "seconds")
+    __slots__ = (
+        "answer",
+        "answerer",
+        "batch",
+        "by_candidate",
+        "encoded",
+        "followed",
+        "other",
+        "other_answer",
+        "other_seconds",
+        "seconds",
+    )
 
     def __init__(
         self, followed: RolloutCounts, answerer: Scorer, other: Scorer, *, by_candidate: bool
@@ -106,36 +118,65 @@ class Trial:
         self.followed = followed
         self.answerer, self.other, self.by_candidate = answerer, other, by_candidate
         self.batch: Batch | None = None
+        self.encoded: Encoded | None = None
         self.answer: Predictions | None = None
         self.seconds = 0.0
+        # The other version's call when it ran before the answer: its predictions (None:
+        # it failed) and its time; None until it ran.
+        self.other_answer: Predictions | None = None
+        self.other_seconds: float | None = None
 
     def score(self, batch: Batch) -> Predictions:
         """The answering version's predictions for ``batch`` (what the request answers);
-        raises what :meth:`Scorer.score_columns` raises, remembering that it failed."""
+        raises what :meth:`Scorer.score_columns` raises, remembering that it failed.
+
+        When the two versions build the same feeds (``RolloutCounts.feeds_like``) the other
+        version runs the answering call's feeds, so the comparison costs it one session
+        call and no validation: right here when they are the thread's one-row buffers
+        (:attr:`Encoded.shared`, cheaper than copying them; its failure is caught), else
+        in :meth:`compare`."""
         self.batch = batch
+        encoded = self.answerer.encode(batch.columns, batch.n_rows)
         started = time.perf_counter()
         try:
-            self.answer = self.answerer.score_columns(batch.columns, batch.n_rows)
+            self.answer = self.answerer.score_encoded(encoded)
         finally:
             self.seconds = time.perf_counter() - started
+        if self.followed.feeds_like:
+            if encoded.shared:
+                self.other_answer, self.other_seconds = self._run_other(encoded, batch)
+            else:
+                self.encoded = encoded
         return self.answer
 
+    def _run_other(self, encoded: Encoded | None, batch: Batch) -> tuple[Predictions | None, float]:
+        """The other version's predictions for the same rows (None: its call failed), from
+        the answering call's feeds when it has them, else from the rows, and its time."""
+        started = time.perf_counter()
+        try:
+            other: Predictions | None = (
+                self.other.score_encoded(encoded)
+                if encoded is not None
+                else self.other.score_columns(batch.columns, batch.n_rows)
+            )
+        except Exception:
+            if not self.by_candidate:
+                _failed(self.followed, "the candidate's shadow call failed")
+            other = None
+        return other, time.perf_counter() - started
+
     def compare(self) -> None:
-        """Score the same rows with the other version and count both. Never raises: the
-        request was answered already, and a comparison must not take the server down."""
+        """Score the same rows with the other version, unless :meth:`score` did, and count
+        both. Never raises: the request was answered already, and a comparison must not
+        take the server down."""
         batch, followed = self.batch, self.followed
         if batch is None or (self.answer is None and not self.by_candidate):
             return  # nothing decoded (bad body), or the serving version failed: no pair
         try:
-            started = time.perf_counter()
-            other: Predictions | None
-            try:
-                other = self.other.score_columns(batch.columns, batch.n_rows)
-            except Exception:
-                if not self.by_candidate:
-                    _failed(followed, "the candidate's shadow call failed")
-                other = None
-            seconds = time.perf_counter() - started
+            if self.other_seconds is not None:
+                other, seconds = self.other_answer, self.other_seconds
+            else:
+                other, seconds = self._run_other(self.encoded, batch)
             if self.by_candidate:
                 current, candidate, times = other, self.answer, (seconds, self.seconds)
             else:
@@ -194,7 +235,7 @@ class ServerRollouts:
         rollout, candidate = following
         if candidate.version == serving.version or serving.version is None:
             return serving, None  # promoted between two reads of the poller's attributes
-        followed = self._for(serving.name, alias, rollout, serving.version)
+        followed = self._for(serving, serving.version, candidate, alias, rollout)
         if rollout.mode == "shadow":
             return serving, Trial(followed, serving, candidate, by_candidate=False)
         if key is not None and rollout.answers(serving.name, alias, key):
@@ -216,14 +257,22 @@ class ServerRollouts:
         finally:
             self._background -= 1
 
-    def _for(self, name: str, alias: str, rollout: Rollout, current: int) -> RolloutCounts:
-        key = (name, rollout.id, current)
+    def _for(
+        self, serving: Scorer, current: int, candidate: Scorer, alias: str, rollout: Rollout
+    ) -> RolloutCounts:
+        key = (serving.name, rollout.id, current)
         followed = self._followed.get(key)
         if followed is None:
             with self._lock:
-                followed = self._followed.setdefault(
-                    key, RolloutCounts(name, alias, rollout, current)
-                )
+                followed = self._followed.get(key)
+                if followed is None:
+                    followed = self._followed[key] = RolloutCounts(
+                        serving.name,
+                        alias,
+                        rollout,
+                        current,
+                        feeds_like=serving.schema.feeds_like(candidate.schema),
+                    )
         return followed
 
     # -- the poller thread ----------------------------------------------------------------

@@ -20,7 +20,9 @@ from dscloud.server.protocols import Batch
 __all__ = ["PENDING", "RolloutCounts"]
 
 #: Compared requests held before they are counted together (see :class:`RolloutCounts`).
-PENDING = 64
+PENDING = 1024
+#: ... or compared rows, whichever comes first: held rows are decoded inputs in memory.
+PENDING_ROWS = 4096
 _Pair = tuple[Predictions, Predictions, Batch, float, float]
 
 
@@ -30,12 +32,18 @@ class RolloutCounts:
 
     A :meth:`Comparison.add` costs some 100 to 300 µs of numpy and sorting whatever the
     number of rows, five times the scoring of one row; so pairs of predictions are held
-    (an append) and counted :data:`PENDING` at a time as one call of stacked rows, with
-    each request's latencies counted as its own call. Figures and records count the held
-    pairs first."""
+    (an append) and counted :data:`PENDING` requests or :data:`PENDING_ROWS` rows at a
+    time (whichever comes first, so held inputs stay small) as one call of stacked rows,
+    with each request's latencies counted as its own call. Figures and records count the
+    held pairs first."""
 
-    def __init__(self, name: str, alias: str, rollout: Rollout, current: int) -> None:
+    def __init__(
+        self, name: str, alias: str, rollout: Rollout, current: int, *, feeds_like: bool = False
+    ) -> None:
         self.name, self.alias, self.rollout, self.current = name, alias, rollout, current
+        #: True when the two versions build the same feeds (:meth:`Schema.feeds_like`): the
+        #: other version then runs the answering call's feeds.
+        self.feeds_like = feeds_like
         self.window = Comparison(current, rollout.candidate)
         self.total = Comparison(current, rollout.candidate)
         self.skipped = 0
@@ -45,6 +53,7 @@ class RolloutCounts:
         #: (touched by the poller thread only).
         self.unrecorded: Comparison | None = None
         self.pending: list[_Pair] = []
+        self.pending_rows = 0
         self.lock = threading.Lock()
 
     def add(
@@ -61,12 +70,13 @@ class RolloutCounts:
                 self.window.add(current, None, seconds=seconds, n_rows=batch.n_rows)
                 return
             self.pending.append((current, candidate, batch, *seconds))
-            if len(self.pending) >= PENDING:
+            self.pending_rows += batch.n_rows
+            if len(self.pending) >= PENDING or self.pending_rows >= PENDING_ROWS:
                 self._count_pending()
 
     def _count_pending(self) -> None:
         """Count the held pairs as one stacked call (under the lock)."""
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_rows = self.pending, [], 0
         if not pending:
             return
         batches = [p[2] for p in pending]
@@ -74,9 +84,8 @@ class RolloutCounts:
         candidate = _stacked([p[1] for p in pending], batches)
         rows = _Stacked(batches)
         self.window.add(current, candidate, inputs=rows, n_rows=len(rows))
-        for _, _, _, t_current, t_candidate in pending:
-            self.window.versions["current"].add_call(0, 0, t_current)
-            self.window.versions["candidate"].add_call(0, 0, t_candidate)
+        self.window.versions["current"].add_latencies([p[3] for p in pending])
+        self.window.versions["candidate"].add_latencies([p[4] for p in pending])
 
     def take_window(self) -> Comparison:
         """The window so far (now part of the total); a new one starts."""

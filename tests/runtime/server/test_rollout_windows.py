@@ -5,6 +5,7 @@ the archive cannot be written, one abort per rollout, request ids."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -163,24 +164,28 @@ def test_a_canary_compares_only_the_requests_its_candidate_answered(
     assert figures["versions"]["current"]["calls"] == sum(picked)
 
 
+class _FallenOver:
+    """An ONNX Runtime session whose every call fails."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("onnxruntime fell over")
+
+
+@pytest.mark.parametrize("n", [1, 4], ids=["one row, run before the answer", "four rows"])
 def test_a_failing_candidate_counts_as_its_errors_and_never_raises(
-    rollout_archive: Archive, rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    rollout_archive: Archive, rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, n: int
 ) -> None:
     rollout.start(rollout_archive, "churn", "production", 2, mode="shadow")
     live, rollouts = served(rollout_archive, Clock())
     assert live.following is not None
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("onnxruntime fell over")
-
-    monkeypatch.setattr(live.following[1], "score_columns", broken)
+    monkeypatch.setattr(live.following[1], "session", _FallenOver())
     scorer, trial = rollouts.pick(live, live.scorer, None)
     assert trial is not None
-    preds = trial.score(batch_of(rows[:4]))
+    preds = trial.score(batch_of(rows[:n]))
     trial.compare()
-    assert scorer.version == 1 and len(preds) == 4
+    assert scorer.version == 1 and len(preds) == n
     figures = rollouts.series()[0][1]
-    assert figures["versions"]["candidate"]["errors"] == 4
+    assert figures["versions"]["candidate"]["errors"] == n
     assert figures["versions"]["candidate"]["error_rate"] == 1.0
 
 
@@ -242,3 +247,69 @@ def test_requests_counted_together_give_the_figures_of_one_by_one(
             role.pop("calls")
     assert got == want
     assert want["versions"]["current"]["errors"] > 0 and want["disagreements"] > 0
+
+
+class _Counting:
+    """A session wrapper that counts calls."""
+
+    def __init__(self, session: Any) -> None:
+        self.session, self.calls = session, 0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.session.run(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["shadow", "canary"])
+@pytest.mark.parametrize("n", [1, 30])
+def test_the_other_version_costs_one_session_call_and_no_validation(
+    rollout_archive: Archive,
+    rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    n: int,
+) -> None:
+    # given a rollout whose two versions build the same feeds (a retrained churn)
+    share = {"share": 1.0} if mode == "canary" else {}
+    rollout.start(rollout_archive, "churn", "production", 2, mode=mode, **share)
+    live, rollouts = served(rollout_archive, Clock())
+    assert live.following is not None
+    serving, candidate = live.scorer, live.following[1]
+    sessions = {v.version: _Counting(v.session) for v in (serving, candidate)}
+    for scorer in (serving, candidate):
+        monkeypatch.setattr(scorer, "session", sessions[scorer.version])
+    other = candidate if mode == "shadow" else serving
+
+    def no_validation(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the other version validated the rows again")
+
+    monkeypatch.setattr(other, "encode", no_validation)
+    monkeypatch.setattr(other, "score_columns", no_validation)
+
+    # when one request is answered and compared
+    answered = compare(live, rollouts, batch_of(rows[:n]), "user-1")
+
+    # then each version ran one session call, and the pair was counted
+    assert answered.version == (1 if mode == "shadow" else 2)
+    assert {v: s.calls for v, s in sessions.items()} == {1: 1, 2: 1}
+    assert rollouts.series()[0][1]["rows_compared"] == n
+
+
+def test_versions_with_other_feeds_each_validate_the_rows(
+    rollout_archive: Archive, rows: list[dict[str, Any]]
+) -> None:
+    # given a candidate whose schema validates otherwise (a column's nullability differs)
+    rollout.start(rollout_archive, "churn", "production", 2, mode="shadow")
+    live, rollouts = served(rollout_archive, Clock())
+    assert live.following is not None
+    candidate = live.following[1]
+    columns = list(candidate.schema.columns)
+    columns[0] = dataclasses.replace(columns[0], nullable=not columns[0].nullable)
+    other = dataclasses.replace(candidate.schema, columns=tuple(columns))
+    assert not live.scorer.schema.feeds_like(other)
+    candidate.schema = other
+
+    # when a request is compared, then the candidate scores from the rows, and agrees
+    compare(live, rollouts, batch_of(rows[:5]), "user-1")
+    figures = rollouts.series()[0][1]
+    assert figures["rows_compared"] == 5 and figures["versions"]["candidate"]["errors"] == 0
