@@ -13,19 +13,26 @@ records the comparison and judges it.
   keys; the answer names the version that answered (``X-Model-Version``, the OIP body's
   ``model_version``, the ``version`` label of the request metrics, the access line). A
   request that names a version (``/v2/models/M/versions/V/infer``) is never routed.
-- **Shadow**: the serving version answers; the candidate scores the same decoded rows
-  *after the answer is sent*, so the answer, its status and its bytes are those of a
-  server without a rollout, whatever the candidate does.
+- **Shadow**: the serving version answers; the candidate scores the same rows inside a
+  ``try``, so the answer, its status and its bytes are those of a server without a
+  rollout, whatever the candidate does.
 - **What is compared**: in shadow every request; in canary the requests the candidate
-  answered, which the serving version scores after the answer is sent (so a canary's
-  guard rails judge the candidate's error rate and disagreement on the very rows it
-  answered, at the cost of one extra ``session.run`` on ``share`` of the requests, off
-  the answer's path). Requests the serving version answers in canary are not compared.
-- **Where**: bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are compared on the
-  event loop once the answer is sent; larger ones on a worker thread, at most
-  :data:`BACKGROUND` at once (more are skipped and counted, ``dsc_rollout_skipped_total``):
-  a comparison holds the decoded rows after the request's admission ticket is released,
-  so their number is bounded here instead.
+  answered, which the serving version scores too (so a canary's guard rails judge the
+  candidate's error rate and disagreement on the very rows it answered). Requests the
+  serving version answers in canary are not compared.
+- **What it costs**: the other version's one ``session.run``, and nothing else on the
+  request path: when the two schemas build the same feeds (:meth:`Schema.feeds_like`, the
+  common case of a retrained model) it runs the answering call's feeds, without
+  validating again; the pair is appended and counted with a thousand others at once
+  (:class:`RolloutCounts`). So a shadow adds one ``session.run`` per request and a canary
+  one per request it answered (``bench/serve.py --rollout-cost``).
+- **Where**: one-row feeds are the thread's reused buffers, so the other version runs
+  them right after the answering call, before the answer is encoded (cheaper than
+  copying them). Other bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are
+  compared on the event loop once the answer is sent; larger ones on a worker thread, at
+  most :data:`BACKGROUND` at once (more are skipped and counted,
+  ``dsc_rollout_skipped_total``): a comparison holds the decoded rows after the
+  request's admission ticket is released, so their number is bounded here instead.
 - **Windows**: every ``DSC_ROLLOUT_WINDOW_SECONDS`` the poller thread records each
   rollout's window (:func:`~dscloud.rollout_guard.record_comparison`: the counts since the
   last record, so records of every process merge by addition in ``dsc rollout status``)
@@ -202,6 +209,29 @@ def _failed(followed: RolloutCounts, what: str) -> None:
         )
 
 
+class _Plan:
+    """What one poll's rollout decides per request for one live model (see
+    :meth:`ServerRollouts.pick`)."""
+
+    __slots__ = ("candidate", "followed", "following", "routes", "serving", "shadow")
+
+    def __init__(
+        self,
+        following: tuple[Rollout, Scorer],
+        serving: Scorer,
+        followed: RolloutCounts | None,
+        routes: Callable[[str], bool],
+    ) -> None:
+        self.following, self.serving, self.followed, self.routes = (
+            following,
+            serving,
+            followed,
+            routes,
+        )
+        self.candidate = following[1]
+        self.shadow = following[0].mode == "shadow"
+
+
 class ServerRollouts:
     """The rollouts one server process follows (see the module docstring)."""
 
@@ -217,6 +247,7 @@ class ServerRollouts:
         self._clock = clock
         self._last = clock()
         self._followed: dict[tuple[str, str, int], RolloutCounts] = {}
+        self._plans: dict[int, _Plan] = {}  # by id() of the live model
         self._lock = threading.Lock()
         self._background = 0
         self.by = f"dsc serve on {socket.gethostname()} (pid {os.getpid()})"
@@ -228,19 +259,35 @@ class ServerRollouts:
     ) -> tuple[Scorer, Trial | None]:
         """The scorer that answers a request with routing ``key`` (None: the request is
         pinned to ``serving``, the version it named), and its :class:`Trial` when the
-        request is compared; ``(serving, None)`` without a rollout."""
-        following, alias = live.following, live.ref.alias
-        if following is None or alias is None:
+        request is compared; ``(serving, None)`` without a rollout.
+
+        What a rollout decides per request is prepared once per poll (:class:`_Plan`): a
+        request compares two identities, then hashes its key."""
+        following = live.following
+        if following is None:
             return serving, None
-        rollout, candidate = following
-        if candidate.version == serving.version or serving.version is None:
-            return serving, None  # promoted between two reads of the poller's attributes
-        followed = self._for(serving, serving.version, candidate, alias, rollout)
-        if rollout.mode == "shadow":
-            return serving, Trial(followed, serving, candidate, by_candidate=False)
-        if key is not None and rollout.answers(serving.name, alias, key):
-            return candidate, Trial(followed, candidate, serving, by_candidate=True)
+        plan = self._plans.get(id(live))
+        if plan is None or plan.following is not following or plan.serving is not serving:
+            plan = self._plan(live, serving, following)
+        if plan.followed is None:
+            return serving, None
+        if plan.shadow:
+            return serving, Trial(plan.followed, serving, plan.candidate, by_candidate=False)
+        if key is not None and plan.routes(key):
+            return plan.candidate, Trial(plan.followed, plan.candidate, serving, by_candidate=True)
         return serving, None
+
+    def _plan(self, live: LiveModel, serving: Scorer, following: tuple[Rollout, Scorer]) -> _Plan:
+        rollout, candidate = following
+        alias, current = live.ref.alias, serving.version
+        followed = None
+        # Not compared: an alias-less reference, or a candidate promoted between two reads
+        # of the poller's attributes.
+        if alias is not None and current is not None and candidate.version != current:
+            followed = self._for(serving, current, candidate, alias, rollout)
+        plan = _Plan(following, serving, followed, rollout.router(serving.name, alias or ""))
+        self._plans[id(live)] = plan
+        return plan
 
     async def after(self, trial: Trial, *, inline: bool) -> None:
         """Compare ``trial`` once its answer was sent: here (``inline``), or on a worker

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from dscloud.rollout import Rollout
 from dscloud.rollout_compare import Comparison
@@ -24,6 +25,7 @@ PENDING = 1024
 #: ... or compared rows, whichever comes first: held rows are decoded inputs in memory.
 PENDING_ROWS = 4096
 _Pair = tuple[Predictions, Predictions, Batch, float, float]
+Array = npt.NDArray[Any]
 
 
 class RolloutCounts:
@@ -53,6 +55,7 @@ class RolloutCounts:
         #: (touched by the poller thread only).
         self.unrecorded: Comparison | None = None
         self.pending: list[_Pair] = []
+        self.rows = _OneRowPairs()  # held pairs of one-row requests both versions scored
         self.pending_rows = 0
         self.lock = threading.Lock()
 
@@ -69,13 +72,22 @@ class RolloutCounts:
             if candidate is None:
                 self.window.add(current, None, seconds=seconds, n_rows=batch.n_rows)
                 return
-            self.pending.append((current, candidate, batch, *seconds))
+            if batch.n_rows == 1 and len(current.rows) == 1 and len(candidate.rows) == 1:
+                self.rows.add(current, candidate, batch, seconds)
+            else:
+                self.pending.append((current, candidate, batch, *seconds))
             self.pending_rows += batch.n_rows
-            if len(self.pending) >= PENDING or self.pending_rows >= PENDING_ROWS:
+            if len(self.pending) + len(self.rows) >= PENDING or self.pending_rows >= PENDING_ROWS:
                 self._count_pending()
 
     def _count_pending(self) -> None:
-        """Count the held pairs as one stacked call (under the lock)."""
+        """Count the held pairs as one stacked call each for one-row requests and for the
+        others (under the lock)."""
+        if len(self.rows):
+            current, candidate, inputs, times = self.rows.take()
+            self.window.add(current, candidate, inputs=inputs, n_rows=len(inputs))
+            self.window.versions["current"].add_latencies(times[0])
+            self.window.versions["candidate"].add_latencies(times[1])
         pending, self.pending, self.pending_rows = self.pending, [], 0
         if not pending:
             return
@@ -110,6 +122,106 @@ class RolloutCounts:
             ("current", str(self.current)),
             ("candidate", str(self.rollout.candidate)),
         )
+
+
+class _OneRowPairs:
+    """Held pairs of one-row requests that both versions scored (a server's common case),
+    as flat lists of plain values: the row's inputs one after the other, and each
+    version's outputs; so no per-request object outlives its request (freeing a thousand
+    held requests at once cost more than keeping their values), and counting them is one
+    array per output."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self._take_none()
+
+    def _take_none(self) -> None:
+        self.values: list[Any] = []
+        self.outputs: tuple[dict[str, list[Any]], dict[str, list[Any]]] = ({}, {})
+        self.times: tuple[list[float], list[float]] = ([], [])
+        self.n = 0
+        self.envelopes: tuple[Any, Any] = (None, None)
+        self.dtypes: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(
+        self,
+        current: Predictions,
+        candidate: Predictions,
+        batch: Batch,
+        seconds: tuple[float, float],
+    ) -> None:
+        columns = batch.columns
+        if not self.n:
+            self.names = tuple(columns)
+        self.values += [columns[name][0] for name in self.names]  # one model: one layout
+        for outputs, preds in ((self.outputs[0], current), (self.outputs[1], candidate)):
+            for kind in _KINDS:
+                array = getattr(preds, kind)
+                if array is not None:
+                    if kind not in outputs:
+                        outputs[kind] = []
+                        self.dtypes[kind] = array.dtype
+                    outputs[kind] += array.ravel().tolist()
+        self.times[0].append(seconds[0])
+        self.times[1].append(seconds[1])
+        self.envelopes = (current.envelope, candidate.envelope)
+        self.n += 1
+
+    def take(
+        self,
+    ) -> tuple[Predictions, Predictions, Sequence[Mapping[str, Any]], tuple[list[float], ...]]:
+        """The held pairs as two predictions of one row per request, and their inputs (and
+        forget them)."""
+        n, rows = self.n, np.arange(self.n, dtype=np.int64)
+
+        def joined(outputs: dict[str, list[Any]], kind: str) -> Array | None:
+            values = outputs.get(kind)
+            if not values or len(values) % n:
+                return None
+            array = np.asarray(values, dtype=self.dtypes[kind])
+            return array.reshape(n, -1) if kind == "probabilities" else array
+
+        current, candidate = (
+            Predictions(
+                envelope=envelope,
+                rows=rows,
+                label=joined(outputs, "label"),
+                probabilities=joined(outputs, "probabilities"),
+                value=joined(outputs, "value"),
+            )
+            for outputs, envelope in zip(self.outputs, self.envelopes, strict=True)
+        )
+        inputs, times = _FlatRows(self.names, self.values), self.times
+        self._take_none()
+        return current, candidate, inputs, times
+
+
+class _FlatRows(Sequence[Mapping[str, Any]]):
+    """Rows held as one flat list of values (row after row), as row dicts with JSON-ready
+    values, built only for the rows a comparison keeps."""
+
+    def __init__(self, names: tuple[str, ...], values: list[Any]) -> None:
+        self._names, self._values, self._width = names, values, len(names)
+
+    def __len__(self) -> int:
+        return len(self._values) // self._width if self._width else 0
+
+    @overload
+    def __getitem__(self, i: int) -> Mapping[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Mapping[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        start = i * self._width
+        row = self._values[start : start + self._width]
+        return {name: _plain(v) for name, v in zip(self._names, row, strict=True)}
+
+
+_KINDS = ("label", "probabilities", "value")
 
 
 def _stacked(parts: Sequence[Predictions], batches: Sequence[Batch]) -> Predictions:
