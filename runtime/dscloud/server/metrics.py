@@ -248,8 +248,8 @@ _ROLLOUT_HELP = {
         "# TYPE dsc_rollout_delta_rows gauge",
     ),
     "dsc_rollout_skipped_total": (
-        "# HELP dsc_rollout_skipped_total Requests not compared because the background "
-        "comparisons were full (large bodies).",
+        "# HELP dsc_rollout_skipped_total Requests not compared: a canary's beyond its share "
+        "of the process's time, or large bodies while the background comparisons were full.",
         "# TYPE dsc_rollout_skipped_total counter",
     ),
     "dsc_rollout_version_rows_total": (

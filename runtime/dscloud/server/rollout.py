@@ -24,8 +24,12 @@ records the comparison and judges it.
   request path: when the two schemas build the same feeds (:meth:`Schema.feeds_like`, the
   common case of a retrained model) it runs the answering call's feeds, without
   validating again; the pair is appended and counted with a thousand others at once
-  (:class:`RolloutCounts`). So a shadow adds one ``session.run`` per request and a canary
-  one per request it answered (``bench/serve.py --rollout-cost``).
+  (:class:`RolloutCounts`). So a shadow adds one ``session.run`` per request. A canary
+  compares the requests its candidate answered within a :class:`Budget` of
+  :data:`CANARY_COMPARE_SHARE` of the process's time: all of them below saturation; a
+  saturated process answers the same way and counts the comparisons beyond its budget as
+  skipped (``dsc_rollout_skipped_total``), so a canary costs its routing (one hash per
+  request) and at most that share (``bench/serve.py --rollout-cost``).
 - **Where**: one-row feeds are the thread's reused buffers, so the other version runs
   them right after the answering call, before the answer is encoded (cheaper than
   copying them). Other bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are
@@ -70,8 +74,10 @@ from dscloud.server.rollout_counts import RolloutCounts
 
 __all__ = [
     "BACKGROUND",
+    "CANARY_COMPARE_SHARE",
     "REQUEST_ID_HEADER",
     "ROUTE_KEY_HEADER",
+    "Budget",
     "RequestIds",
     "ServerRollouts",
     "Trial",
@@ -85,6 +91,8 @@ ROUTE_KEY_HEADER = "x-dsc-route-key"
 REQUEST_ID_HEADER = "x-request-id"
 #: Comparisons of large bodies running on worker threads at once, per process.
 BACKGROUND = 2
+#: The share of a process's time a canary's comparisons may take (see :class:`Budget`).
+CANARY_COMPARE_SHARE = 0.01
 _MAX_ID = 128
 
 
@@ -110,6 +118,7 @@ class Trial:
         "answer",
         "answerer",
         "batch",
+        "budget",
         "by_candidate",
         "encoded",
         "followed",
@@ -132,6 +141,8 @@ class Trial:
         # it failed) and its time; None until it ran.
         self.other_answer: Predictions | None = None
         self.other_seconds: float | None = None
+        #: Where the comparison's time is spent, for a canary (:class:`Budget`).
+        self.budget: Budget | None = None
 
     def score(self, batch: Batch) -> Predictions:
         """The answering version's predictions for ``batch`` (what the request answers);
@@ -179,9 +190,11 @@ class Trial:
         batch, followed = self.batch, self.followed
         if batch is None or (self.answer is None and not self.by_candidate):
             return  # nothing decoded (bad body), or the serving version failed: no pair
+        started = time.perf_counter()
         try:
             if self.other_seconds is not None:
                 other, seconds = self.other_answer, self.other_seconds
+                started -= seconds  # run in score(): its time is the comparison's too
             else:
                 other, seconds = self._run_other(self.encoded, batch)
             if self.by_candidate:
@@ -193,6 +206,9 @@ class Trial:
             followed.add(current, candidate, batch, times)
         except Exception:
             _failed(followed, "comparing the two versions failed")
+        finally:
+            if self.budget is not None:
+                self.budget.spend(time.perf_counter() - started)
 
 
 def _failed(followed: RolloutCounts, what: str) -> None:
@@ -207,6 +223,40 @@ def _failed(followed: RolloutCounts, what: str) -> None:
             followed.alias,
             exc_info=True,
         )
+
+
+class Budget:
+    """The time a canary's comparisons may take: ``share`` of the process's time, in a
+    bucket that fills with ``share`` of every second that passes, up to ``burst`` seconds,
+    and empties by what each comparison took (the other version's call and the counting).
+
+    A canary answers ``share`` of the traffic with the candidate anyway; comparing those
+    requests costs the serving version's call too. Below saturation the bucket never
+    empties and every such request is compared; a saturated process compares as many as
+    ``share`` of its time allows and counts the others as skipped, so a canary costs its
+    throughput about ``share`` and no more. Approximate across threads by design: a race
+    spends a comparison twice or not at all, never blocks a request."""
+
+    def __init__(
+        self,
+        share: float = CANARY_COMPARE_SHARE,
+        *,
+        burst: float = 0.05,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.share, self.burst, self._clock = share, burst, clock
+        self._tokens = burst
+        self._at = clock()
+
+    def allows(self) -> bool:
+        """Whether a comparison may start now."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.share)
+        self._at = now
+        return self._tokens > 0
+
+    def spend(self, seconds: float) -> None:
+        self._tokens -= seconds
 
 
 class _Plan:
@@ -241,6 +291,7 @@ class ServerRollouts:
         *,
         window_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        budget_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.archive = archive
         self.window_seconds = window_seconds
@@ -248,6 +299,8 @@ class ServerRollouts:
         self._last = clock()
         self._followed: dict[tuple[str, str, int], RolloutCounts] = {}
         self._plans: dict[int, _Plan] = {}  # by id() of the live model
+        #: What canary comparisons may cost this process (shadow is compared in full).
+        self.budget = Budget(clock=budget_clock)
         self._lock = threading.Lock()
         self._background = 0
         self.by = f"dsc serve on {socket.gethostname()} (pid {os.getpid()})"
@@ -274,7 +327,12 @@ class ServerRollouts:
         if plan.shadow:
             return serving, Trial(plan.followed, serving, plan.candidate, by_candidate=False)
         if key is not None and plan.routes(key):
-            return plan.candidate, Trial(plan.followed, plan.candidate, serving, by_candidate=True)
+            if not self.budget.allows():
+                plan.followed.skipped += 1
+                return plan.candidate, None
+            trial = Trial(plan.followed, plan.candidate, serving, by_candidate=True)
+            trial.budget = self.budget
+            return plan.candidate, trial
         return serving, None
 
     def _plan(self, live: LiveModel, serving: Scorer, following: tuple[Rollout, Scorer]) -> _Plan:

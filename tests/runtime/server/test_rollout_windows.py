@@ -17,7 +17,7 @@ from dscloud.rollout_compare import Comparison
 from dscloud.rollout_guard import comparison
 from dscloud.scorer import Scorer
 from dscloud.server.protocols import Batch
-from dscloud.server.rollout import BACKGROUND, RequestIds, ServerRollouts
+from dscloud.server.rollout import BACKGROUND, Budget, RequestIds, ServerRollouts
 from dscloud.server.rollout_counts import PENDING
 
 
@@ -313,3 +313,39 @@ def test_versions_with_other_feeds_each_validate_the_rows(
     compare(live, rollouts, batch_of(rows[:5]), "user-1")
     figures = rollouts.series()[0][1]
     assert figures["rows_compared"] == 5 and figures["versions"]["candidate"]["errors"] == 0
+
+
+def test_a_saturated_canary_compares_what_its_budget_allows_and_counts_the_rest(
+    rollout_archive: Archive, rows: list[dict[str, Any]]
+) -> None:
+    # given a canary answering everyone, and a process whose clock stands still (saturated:
+    # no time passes for the budget to refill)
+    rollout.start(rollout_archive, "churn", "production", 2, mode="canary", share=1.0)
+    live, rollouts = served(rollout_archive, Clock())
+    frozen = Clock()
+    rollouts.budget = Budget(share=0.01, burst=0.0005, clock=frozen)
+
+    # when more requests arrive than half a millisecond of comparisons covers
+    answered = [compare(live, rollouts, batch_of(rows[:1]), f"user-{i}") for i in range(300)]
+
+    # then the candidate still answers every one; some are compared, the rest are counted
+    assert {s.version for s in answered} == {2}
+    _, figures, skipped = rollouts.series()[0]
+    assert 0 < figures["rows_compared"] < 300 and figures["rows_compared"] + skipped == 300
+
+    # and once time has passed, comparisons resume
+    frozen.now += 1.0  # 10 ms of comparisons at 1%
+    compare(live, rollouts, batch_of(rows[:1]), "user-x")
+    assert rollouts.series()[0][1]["rows_compared"] == figures["rows_compared"] + 1
+
+
+def test_a_shadow_is_compared_in_full_whatever_the_budget(
+    rollout_archive: Archive, rows: list[dict[str, Any]]
+) -> None:
+    rollout.start(rollout_archive, "churn", "production", 2, mode="shadow")
+    live, rollouts = served(rollout_archive, Clock())
+    rollouts.budget = Budget(share=0.01, burst=0.0, clock=Clock())
+    for i in range(50):
+        compare(live, rollouts, batch_of(rows[:1]), f"user-{i}")
+    _, figures, skipped = rollouts.series()[0]
+    assert figures["rows_compared"] == 50 and skipped == 0
