@@ -88,19 +88,11 @@ class Rollout:
         )
 
     def router(self, name: str, alias: str) -> Callable[[str], bool]:
-        """:meth:`answers` for many keys (a batch chunk): the same answers, with the salted
-        hash prepared once instead of per key."""
+        """:meth:`answers` for many keys (a batch chunk, a server's requests): the same
+        answers, with the salt and the threshold prepared once instead of per key."""
         if self.mode != "canary":
             return lambda key: False
-        salted = hashlib.blake2b(f"{self.salt(name, alias)}\x00".encode(), digest_size=8)
-        share = self.share
-
-        def answers(key: str) -> bool:
-            h = salted.copy()
-            h.update(key.encode())
-            return int.from_bytes(h.digest(), "big") / 2**64 < share
-
-        return answers
+        return _router(self.share, self.salt(name, alias))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,12 +119,24 @@ class Rollout:
 def routes_to_candidate(key: str, share: float, salt: str) -> bool:
     """Whether ``key`` falls in the candidate's ``share`` of keys.
 
-    blake2b of ``salt`` and ``key`` read as a number in [0, 1): the same answer in every
-    process, on every machine, in every runtime (Python's ``hash`` is salted per process),
-    so a user keeps one version for the whole rollout, and a larger share only adds users.
+    blake2b of ``salt`` and ``key`` read as a number in [0, 2**64), below ``share`` of
+    2**64: the same answer in every process, on every machine, in every runtime (Python's
+    ``hash`` is salted per process), so a user keeps one version for the whole rollout,
+    and a larger share only adds users. :meth:`Rollout.router` is this rule with the salt
+    and threshold prepared once.
     """
-    digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < share
+    return _router(share, salt)(key)
+
+
+def _router(share: float, salt: str) -> Callable[[str], bool]:
+    prefix = f"{salt}\x00".encode()
+    threshold = share * 2.0**64  # exact: a power-of-two scaling
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+
+    def answers(key: str) -> bool:
+        return from_bytes(blake2b(prefix + key.encode(), digest_size=8).digest(), "big") < threshold
+
+    return answers
 
 
 def incompatibility(current: Schema, candidate: Schema) -> str | None:
