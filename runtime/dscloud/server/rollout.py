@@ -31,8 +31,8 @@ records the comparison and judges it.
   skipped (``dsc_rollout_skipped_total``), so a canary costs its routing (one hash per
   request) and at most that share (``bench/serve.py --rollout-cost``).
 - **Where**: one-row feeds are the thread's reused buffers, so the other version runs
-  them right after the answering call, before the answer is encoded (cheaper than
-  copying them). Other bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are
+  them right after the answering call, before the answer is encoded (keeping them
+  for later would mean copying them). Other bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are
   compared on the event loop once the answer is sent; larger ones on a worker thread, at
   most :data:`BACKGROUND` at once (more are skipped and counted,
   ``dsc_rollout_skipped_total``): a comparison holds the decoded rows after the
@@ -151,7 +151,7 @@ class Trial:
         When the two versions build the same feeds (``RolloutCounts.feeds_like``) the other
         version runs the answering call's feeds, so the comparison costs it one session
         call and no validation: right here when they are the thread's one-row buffers
-        (:attr:`Encoded.shared`, cheaper than copying them; its failure is caught), else
+        (:attr:`Encoded.shared`: kept for later they would need copying; its failure is caught), else
         in :meth:`compare`."""
         self.batch = batch
         encoded = self.answerer.encode(batch.columns, batch.n_rows)
