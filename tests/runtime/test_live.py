@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from pathlib import Path
+from typing import Any
 
 import dscloud
 from dscloud import rollout
 from dscloud.archive import Archive
 from dscloud.envelope import Artifact
 from dscloud.live import LiveModel, ModelSet
+
+
+def tamper_candidate(archive: Archive, candidate: Artifact, tmp_path: Path, **start: Any) -> None:
+    """Start a rollout of ``candidate`` as version 2, then flip its model's last byte."""
+    dscloud.publish(candidate, archive)
+    rollout.start(archive, "churn", "production", 2, **start)
+    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
 
 
 def test_refresh_swaps_when_the_alias_moves(archive: Archive, churn_artifact) -> None:
@@ -123,10 +133,7 @@ def test_a_live_model_follows_its_alias_rollout(archive: Archive, churn_retraine
 def test_a_candidate_tampered_after_the_start_never_serves(
     archive: Archive, churn_retrained, tmp_path
 ) -> None:
-    dscloud.publish(churn_retrained, archive)
-    rollout.start(archive, "churn", "production", 2, mode="canary", share=1.0)
-    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    tamper_candidate(archive, churn_retrained, tmp_path, mode="canary", share=1.0)
 
     live = LiveModel(archive, "churn@production")
     live.refresh()
@@ -137,10 +144,7 @@ def test_a_candidate_tampered_after_the_start_never_serves(
 def test_a_refused_candidate_is_told_without_paths(
     archive: Archive, churn_retrained, tmp_path
 ) -> None:
-    dscloud.publish(churn_retrained, archive)
-    rollout.start(archive, "churn", "production", 2, mode="shadow")
-    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    tamper_candidate(archive, churn_retrained, tmp_path, mode="shadow")
 
     live = LiveModel(archive, "churn@production")
     for _ in range(2):  # and still so after a poll that found the serving version unchanged
@@ -163,10 +167,7 @@ def test_a_refused_candidate_is_never_unsaid_in_the_middle_of_a_poll(
     archive: Archive, churn_retrained, tmp_path
 ) -> None:
     # given a live model that refused its rollout's candidate
-    dscloud.publish(churn_retrained, archive)
-    rollout.start(archive, "churn", "production", 2, mode="canary", share=1.0)
-    model = tmp_path / "archive/models/churn/versions/2/model.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    tamper_candidate(archive, churn_retrained, tmp_path, mode="canary", share=1.0)
     live = LiveModel(archive, "churn@production")
     said = live.public_error
     assert said is not None

@@ -199,15 +199,12 @@ class _OneRowPairs:
         return current, candidate, inputs, times
 
 
-class _FlatRows(Sequence[Mapping[str, Any]]):
-    """Rows held as one flat list of values (row after row), as row dicts with JSON-ready
-    values, built only for the rows a comparison keeps."""
+class _Rows(Sequence[Mapping[str, Any]]):
+    """Held input rows as row dicts with JSON-ready values, built only for the rows a
+    comparison keeps (its largest differences); subclasses say where row ``i`` is."""
 
-    def __init__(self, names: tuple[str, ...], values: list[Any]) -> None:
-        self._names, self._values, self._width = names, values, len(names)
-
-    def __len__(self) -> int:
-        return len(self._values) // self._width if self._width else 0
+    def _row(self, i: int) -> Mapping[str, Any]:
+        raise NotImplementedError
 
     @overload
     def __getitem__(self, i: int) -> Mapping[str, Any]: ...
@@ -215,7 +212,20 @@ class _FlatRows(Sequence[Mapping[str, Any]]):
     def __getitem__(self, i: slice) -> Sequence[Mapping[str, Any]]: ...
     def __getitem__(self, i: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+            return [self._row(j) for j in range(*i.indices(len(self)))]
+        return self._row(i)
+
+
+class _FlatRows(_Rows):
+    """Rows held as one flat list of values, row after row."""
+
+    def __init__(self, names: tuple[str, ...], values: list[Any]) -> None:
+        self._names, self._values, self._width = names, values, len(names)
+
+    def __len__(self) -> int:
+        return len(self._values) // self._width if self._width else 0
+
+    def _row(self, i: int) -> Mapping[str, Any]:
         start = i * self._width
         row = self._values[start : start + self._width]
         return {name: _plain(v) for name, v in zip(self._names, row, strict=True)}
@@ -252,10 +262,8 @@ def _stacked(parts: Sequence[Predictions], batches: Sequence[Batch]) -> Predicti
     return out
 
 
-class _Stacked(Sequence[Mapping[str, Any]]):
-    """The decoded rows of several requests, numbered on from one to the next, as row
-    dicts with JSON-ready values, built only for the rows a comparison keeps (its largest
-    differences)."""
+class _Stacked(_Rows):
+    """The decoded rows of several requests, numbered on from one to the next."""
 
     def __init__(self, batches: Sequence[Batch]) -> None:
         self._batches = batches
@@ -264,13 +272,7 @@ class _Stacked(Sequence[Mapping[str, Any]]):
     def __len__(self) -> int:
         return self._starts[-1]
 
-    @overload
-    def __getitem__(self, i: int) -> Mapping[str, Any]: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Mapping[str, Any]]: ...
-    def __getitem__(self, i: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def _row(self, i: int) -> Mapping[str, Any]:
         k = bisect.bisect_right(self._starts, i) - 1
         batch, j = self._batches[k], i - self._starts[k]
         return {name: _plain(values[j]) for name, values in batch.columns.items()}

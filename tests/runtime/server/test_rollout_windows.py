@@ -47,6 +47,14 @@ def served(archive: Archive, clock: Clock) -> tuple[LiveModel, ServerRollouts]:
     return live, ServerRollouts(archive, window_seconds=60, clock=clock)
 
 
+def shadowed(archive: Archive) -> tuple[LiveModel, ServerRollouts, Scorer]:
+    """A shadow rollout of version 2 followed by one process, and its candidate."""
+    rollout.start(archive, "churn", "production", 2, mode="shadow")
+    live, rollouts = served(archive, Clock())
+    assert live.following is not None
+    return live, rollouts, live.following[1]
+
+
 def compare(live: LiveModel, rollouts: ServerRollouts, batch: Batch, key: str | None) -> Scorer:
     """One request as the server handles it; returns the scorer that answered."""
     scorer, trial = rollouts.pick(live, live.scorer, key)
@@ -220,10 +228,7 @@ def test_requests_counted_together_give_the_figures_of_one_by_one(
     rollout_archive: Archive, rows: list[dict[str, Any]]
 ) -> None:
     # given requests of several sizes, some with rows both versions refuse
-    rollout.start(rollout_archive, "churn", "production", 2, mode="shadow")
-    live, rollouts = served(rollout_archive, Clock())
-    assert live.following is not None
-    candidate = live.following[1]
+    live, rollouts, candidate = shadowed(rollout_archive)
     one_by_one = Comparison(1, 2)
     start = 0
     for i in range(PENDING + 7):  # one full stack of held requests and some more
@@ -299,10 +304,7 @@ def test_versions_with_other_feeds_each_validate_the_rows(
     rollout_archive: Archive, rows: list[dict[str, Any]]
 ) -> None:
     # given a candidate whose schema validates otherwise (a column's nullability differs)
-    rollout.start(rollout_archive, "churn", "production", 2, mode="shadow")
-    live, rollouts = served(rollout_archive, Clock())
-    assert live.following is not None
-    candidate = live.following[1]
+    live, rollouts, candidate = shadowed(rollout_archive)
     columns = list(candidate.schema.columns)
     columns[0] = dataclasses.replace(columns[0], nullable=not columns[0].nullable)
     other = dataclasses.replace(candidate.schema, columns=tuple(columns))
