@@ -21,7 +21,7 @@ Features are ranked by PSI, highest first.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +31,17 @@ import numpy.typing as npt
 from dscloud.baseline import Bins, NumericBins
 
 __all__ = [
+    "ALARMED_METRICS",
     "MAJOR_ABOVE",
     "PREDICTION",
     "PSI_EPSILON",
     "READING",
+    "ROWS_METRIC",
     "STABLE_BELOW",
     "DriftReport",
     "FeatureDrift",
     "figures",
+    "metric_figures",
     "psi",
     "reading",
 ]
@@ -227,3 +230,42 @@ def _row(f: FeatureDrift) -> tuple[str, ...]:
         f"{f.out_of_range:.1%}" if f.out_of_range is not None else "-",
         f"{f.unseen:.1%}" if f.unseen is not None else "-",
     )
+
+
+# -- as CloudWatch metrics ---------------------------------------------------------------
+
+#: The metrics the deployed alarms watch, on the online path and the nightly job
+#: (stacks/online.py and stacks/batch.py; tests/stacks check the alarms name exactly these).
+ALARMED_METRICS = ("DriftPredictionPsi", "DriftWorstFeaturePsi")
+#: The rows a report's figures are over.
+ROWS_METRIC = "DriftRows"
+
+
+def metric_figures(report: Mapping[str, Any]) -> list[tuple[str, float, str]]:
+    """A drift report (:meth:`DriftReport.to_dict`, as ``_SUCCESS`` holds it) as the
+    metrics the stream and the nightly job publish, ``(name, value, unit)``; a figure that
+    is undefined (no rows, no prediction baseline) is left out:
+
+    - ``DriftRows`` (Count): the rows the figures are over;
+    - ``DriftPredictionPsi``: PSI of the model's outputs;
+    - ``DriftWorstFeaturePsi``: the highest feature PSI;
+    - ``DriftOutOfRangeShare`` / ``DriftUnseenShare``: the highest share of values outside
+      the training range / of categories never seen in training, over the features;
+    - ``DriftMissingChange``: the largest rise of a feature's missing rate.
+    """
+    out: list[tuple[str, float, str]] = [(ROWS_METRIC, float(report["rows"]), "Count")]
+    prediction = report.get("prediction")
+    if prediction is not None and prediction.get("psi") is not None:
+        out.append((ALARMED_METRICS[0], float(prediction["psi"]), "None"))
+    if report.get("worst_feature_psi") is not None:
+        out.append((ALARMED_METRICS[1], float(report["worst_feature_psi"]), "None"))
+    features = report.get("features") or []
+    for metric, values in (
+        ("DriftOutOfRangeShare", [f.get("out_of_range") for f in features]),
+        ("DriftUnseenShare", [f.get("unseen") for f in features]),
+        ("DriftMissingChange", [(f.get("missing") or {}).get("change") for f in features]),
+    ):
+        present = [float(v) for v in values if v is not None]
+        if present:
+            out.append((metric, max(present), "None"))
+    return out

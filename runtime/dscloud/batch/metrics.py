@@ -1,14 +1,9 @@
 """A completed run's drift figures as CloudWatch metrics, for the nightly job's alarms.
 
 When a run completes (its ``_SUCCESS`` is about to be written, :mod:`dscloud.batch.manifest`),
-the run's merged drift report is published with one ``PutMetricData`` call:
-
-- ``DriftPredictionPsi``: PSI of the model's outputs (unit None);
-- ``DriftWorstFeaturePsi``: the highest feature PSI (unit None);
-- ``DriftRows``: the rows the figures are over (unit Count).
-
-The names are the stream handler's (:mod:`dscloud.stream.drift`), in the same namespace
-convention (``dscloud``, set by the stack): a figure means the same wherever it was counted.
+the run's merged drift report is published with one ``PutMetricData`` call: the figures
+of :func:`~dscloud.drift_report.metric_figures`, the one mapping the stream handler
+(:mod:`dscloud.stream.drift`) publishes too, in the same namespace convention (``dscloud``, set by the stack): a figure means the same wherever it was counted.
 Each figure is sent under two dimension sets: ``service`` + ``model`` (the one the stack's
 alarms watch: a version is not known at synth, and the nightly job follows an alias) and
 ``service`` + ``model`` + ``version`` (to tell versions apart on a graph). ``service`` is
@@ -37,20 +32,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from dscloud.drift_report import ALARMED_METRICS, ROWS_METRIC, metric_figures
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_cloudwatch.literals import StandardUnitType
     from mypy_boto3_cloudwatch.type_defs import DimensionTypeDef, MetricDatumTypeDef
 
-__all__ = ["ALARMED_METRICS", "ROWS_METRIC", "MetricsTarget", "drift_metrics", "publish_drift"]
+__all__ = ["ALARMED_METRICS", "ROWS_METRIC", "MetricsTarget", "publish_drift"]
 
 log = logging.getLogger(__name__)
-
-#: The metrics the nightly job's alarms watch (stacks/batch.py; the seam test reads both).
-ALARMED_METRICS = ("DriftPredictionPsi", "DriftWorstFeaturePsi")
-ROWS_METRIC = "DriftRows"
 
 
 @dataclass(frozen=True)
@@ -69,19 +62,6 @@ class MetricsTarget:
             {"Name": "model", "Value": str(model["name"])},
         ]
         return [alarmed, [*alarmed, {"Name": "version", "Value": str(model["version"])}]]
-
-
-def drift_metrics(drift: Mapping[str, Any]) -> list[tuple[str, float, StandardUnitType]]:
-    """The figures of a run's drift report (``_SUCCESS``'s ``"drift"``, a
-    :meth:`~dscloud.drift.DriftReport.to_dict`) as ``(name, value, unit)``; a PSI that is
-    undefined (no rows) is left out."""
-    out: list[tuple[str, float, StandardUnitType]] = [(ROWS_METRIC, float(drift["rows"]), "Count")]
-    prediction = drift.get("prediction")
-    if prediction is not None and prediction.get("psi") is not None:
-        out.append((ALARMED_METRICS[0], float(prediction["psi"]), "None"))
-    if drift.get("worst_feature_psi") is not None:
-        out.append((ALARMED_METRICS[1], float(drift["worst_feature_psi"]), "None"))
-    return out
 
 
 def publish_drift(
@@ -109,9 +89,14 @@ def publish_drift(
     drift = summary.get("drift")
     if drift is None:
         return {**note, "published": False, "reason": "the run has no drift report"}
-    figures = drift_metrics(drift)
+    figures = metric_figures(drift)
     data: list[MetricDatumTypeDef] = [
-        {"MetricName": name, "Value": value, "Unit": unit, "Dimensions": dimensions}
+        {
+            "MetricName": name,
+            "Value": value,
+            "Unit": cast("StandardUnitType", unit),
+            "Dimensions": dimensions,
+        }
         for name, value, unit in figures
         for dimensions in target.dimension_sets(model)
     ]

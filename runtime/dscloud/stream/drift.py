@@ -9,15 +9,8 @@ keeps counting until it has enough: a quiet stream publishes less often rather t
 publishing noise. A new model version (an alias moved) starts new counts, since counts
 belong to one version's baseline.
 
-Published metrics (unit: none, except ``DriftRows``, a count), with the metrics of the
-batch they are flushed with:
-
-- ``DriftPredictionPsi``: PSI of the model's outputs;
-- ``DriftWorstFeaturePsi``: the highest feature PSI (the alarm's other input);
-- ``DriftOutOfRangeShare`` / ``DriftUnseenShare``: the highest share of values outside
-  the training range / of categories never seen in training, over the features;
-- ``DriftMissingChange``: the largest rise of a feature's missing rate;
-- ``DriftRows``: the rows the figures are over.
+Published metrics: :func:`~dscloud.drift_report.metric_figures`, the nightly job's too,
+with the metrics of the batch they are flushed with.
 """
 
 from __future__ import annotations
@@ -27,14 +20,11 @@ from typing import Any
 
 from dscloud.baseline import Baseline
 from dscloud.drift import DriftCounts, DriftReport
+from dscloud.drift_report import ALARMED_METRICS, metric_figures
 from dscloud.scorer import Predictions, Scorer
 from dscloud.settings import Settings
 
-__all__ = ["ALARMED_METRICS", "StreamDrift", "drift_metrics"]
-
-#: The metrics the deployed alarms watch (stacks/online.py; tests/stacks/test_online.py
-#: checks the alarms name exactly these).
-ALARMED_METRICS = ("DriftPredictionPsi", "DriftWorstFeaturePsi")
+__all__ = ["ALARMED_METRICS", "StreamDrift"]
 
 
 class StreamDrift:
@@ -84,27 +74,8 @@ class StreamDrift:
         if self.clock() - self._started < self.window_seconds or self.counts.rows < self.min_rows:
             return None
         report = self.counts.report()
-        for name, value, unit in drift_metrics(report):
+        for name, value, unit in metric_figures(report.to_dict()):
             self.publish(name, value, unit)
         self.counts = DriftCounts(self.counts.baseline)
         self._started = self.clock()
         return report
-
-
-def drift_metrics(report: DriftReport) -> list[tuple[str, float, str]]:
-    """The metrics of ``report``: ``(name, value, unit)``, the figures that are defined."""
-    out: list[tuple[str, float, str]] = [("DriftRows", float(report.rows), "Count")]
-    if report.prediction is not None and report.prediction.psi is not None:
-        out.append(("DriftPredictionPsi", report.prediction.psi, "None"))
-    worst = report.worst
-    if worst is not None and worst.psi is not None:
-        out.append(("DriftWorstFeaturePsi", worst.psi, "None"))
-    for metric, values in (
-        ("DriftOutOfRangeShare", [f.out_of_range for f in report.features]),
-        ("DriftUnseenShare", [f.unseen for f in report.features]),
-        ("DriftMissingChange", [f.missing_change for f in report.features]),
-    ):
-        present = [v for v in values if v is not None]
-        if present:
-            out.append((metric, max(present), "None"))
-    return out

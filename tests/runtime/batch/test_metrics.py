@@ -21,10 +21,8 @@ from moto import mock_aws
 
 from dscloud.batch import MetricsTarget, ScoreJob, read_success, run_local
 from dscloud.batch.locations import Location
-from dscloud.batch.metrics import ALARMED_METRICS, ROWS_METRIC, drift_metrics
-from dscloud.drift import DriftCounts
-from dscloud.stream.drift import ALARMED_METRICS as STREAM_ALARMED_METRICS
-from dscloud.stream.drift import drift_metrics as stream_drift_metrics
+from dscloud.batch.metrics import ALARMED_METRICS, ROWS_METRIC, publish_drift
+from dscloud.stream.drift import StreamDrift
 
 TARGET = MetricsTarget(namespace="dscloud", service="dsc-test-score")
 
@@ -77,10 +75,21 @@ def test_a_completed_run_publishes_its_drift_under_model_and_version(
     success = read_success(Location(job.output))
     assert success is not None
     drift = success["drift"]
+    features = drift["features"]
+    highest = {
+        "DriftOutOfRangeShare": [f["out_of_range"] for f in features],
+        "DriftUnseenShare": [f["unseen"] for f in features],
+        "DriftMissingChange": [f["missing"]["change"] for f in features],
+    }
     expected = {
         ROWS_METRIC: float(drift["rows"]),
         "DriftPredictionPsi": drift["prediction"]["psi"],
         "DriftWorstFeaturePsi": drift["worst_feature_psi"],
+        **{
+            name: max(v for v in values if v is not None)
+            for name, values in highest.items()
+            if any(v is not None for v in values)
+        },
     }
     alarmed = (("model", "churn"), ("service", TARGET.service))
     versioned = tuple(sorted((*alarmed, ("version", "1"))))
@@ -161,20 +170,32 @@ def test_cloudwatch_out_of_reach_does_not_fail_the_run(
 
 
 def test_batch_and_stream_publish_the_same_figures_under_the_same_names(
-    churn_baseline: Any, churn_scorer: Any, fresh_sample: pd.DataFrame
+    cloudwatch: Any, churn_scorer: Any, fresh_sample: pd.DataFrame
 ) -> None:
-    from tests.runtime.conftest import counted, shifted
+    from tests.runtime.conftest import shifted
 
-    # given one report of shifted rows (both PSIs well defined)
-    counts: DriftCounts = counted(churn_baseline, churn_scorer, shifted(fresh_sample))
-    report = counts.report()
+    # given the same shifted rows, scored by the same version
+    frame = shifted(fresh_sample)
+    records = [
+        {k: (None if v != v else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
+    preds = churn_scorer.score_records(records)
 
-    # when batch reads it from _SUCCESS's JSON and the stream from the report itself
-    batch = {name: (value, unit) for name, value, unit in drift_metrics(report.to_dict())}
-    stream = {name: (value, unit) for name, value, unit in stream_drift_metrics(report)}
+    # when the stream counts them and publishes its window (EMF in the Lambda)...
+    emitted: list[tuple[str, float, str]] = []
+    stream = StreamDrift(
+        lambda *m: emitted.append(m), window_seconds=0.0, min_rows=1, clock=lambda: 0.0
+    )
+    report = stream.add(churn_scorer, records, preds)
+    assert report is not None
+    # ...and a completed batch run publishes the same report from its _SUCCESS
+    summary = {"model": {"name": "churn", "version": 1}, "drift": report.to_dict()}
+    assert publish_drift(summary, TARGET)["published"] is True
 
-    # then the alarmed names are the same, and so are their values and units
-    assert ALARMED_METRICS == STREAM_ALARMED_METRICS
-    for name in (*ALARMED_METRICS, ROWS_METRIC):
-        assert batch[name] == pytest.approx(stream[name])
-    assert batch["DriftWorstFeaturePsi"][0] > 0.25
+    # then CloudWatch holds, under the alarmed dimensions, what the stream emitted
+    alarmed = (("model", "churn"), ("service", TARGET.service))
+    batch = {name: v for (name, dims), v in published(cloudwatch).items() if dims == alarmed}
+    assert batch == pytest.approx({name: value for name, value, _ in emitted})
+    assert set(ALARMED_METRICS) | {ROWS_METRIC} <= set(batch)
+    assert batch["DriftWorstFeaturePsi"] > 0.25 and batch[ROWS_METRIC] == len(records)

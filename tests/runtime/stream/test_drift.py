@@ -11,8 +11,9 @@ import pytest
 from dscloud import example
 from dscloud.archive import Archive
 from dscloud.baseline import Baseline
+from dscloud.drift_report import metric_figures
 from dscloud.stream import handler as handler_module
-from dscloud.stream.drift import ALARMED_METRICS, StreamDrift, drift_metrics
+from dscloud.stream.drift import ALARMED_METRICS, StreamDrift
 from tests.runtime.conftest import counted, shifted
 from tests.runtime.stream.conftest import (
     Aws,
@@ -54,7 +55,7 @@ def test_batches_add_up_and_publish_once_per_window_the_figures_of_one_pass(
 
     baseline = Baseline.of(churn_scorer.envelope.data)
     assert baseline is not None
-    expected = drift_metrics(counted(baseline, churn_scorer, frame).report())
+    expected = metric_figures(counted(baseline, churn_scorer, frame).report().to_dict())
     assert published == expected
     values = {name: value for name, value, _ in published}
     assert values["DriftRows"] == 1000 and values["DriftWorstFeaturePsi"] > 0.25
