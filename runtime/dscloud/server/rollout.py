@@ -122,8 +122,8 @@ class Trial:
         "by_candidate",
         "encoded",
         "followed",
+        "held",
         "other",
-        "other_answer",
         "other_seconds",
         "seconds",
     )
@@ -137,22 +137,24 @@ class Trial:
         self.encoded: Encoded | None = None
         self.answer: Predictions | None = None
         self.seconds = 0.0
-        # The other version's call when it ran before the answer: its predictions (None:
-        # it failed) and its time; None until it ran.
-        self.other_answer: Predictions | None = None
+        # The other version's time on this request's own feeds, when a held request was
+        # timed (see score()); None otherwise.
         self.other_seconds: float | None = None
         #: Where the comparison's time is spent, for a canary (:class:`Budget`).
         self.budget: Budget | None = None
+        #: True when the request is held for the other version's call with others.
+        self.held = False
 
     def score(self, batch: Batch) -> Predictions:
         """The answering version's predictions for ``batch`` (what the request answers);
         raises what :meth:`Scorer.score_columns` raises, remembering that it failed.
 
-        When the two versions build the same feeds (``RolloutCounts.feeds_like``) the other
-        version runs the answering call's feeds, so the comparison costs it one session
-        call and no validation: right here when they are the thread's one-row buffers
-        (:attr:`Encoded.shared`: kept for later they would need copying; its failure is caught), else
-        in :meth:`compare`."""
+        When the two versions build the same feeds (``RolloutCounts.feeds_like``): a
+        one-row request (:attr:`Encoded.shared` feeds) is held, and both versions score it
+        with the other held rows, one call each (:meth:`RolloutCounts.hold`; one in
+        :data:`~dscloud.server.rollout_counts.TIMED_EVERY` is also run here by the other
+        version, alone, to time it); other requests keep their feeds for the other
+        version's one call in :meth:`compare`, without a second validation."""
         self.batch = batch
         encoded = self.answerer.encode(batch.columns, batch.n_rows)
         started = time.perf_counter()
@@ -162,7 +164,9 @@ class Trial:
             self.seconds = time.perf_counter() - started
         if self.followed.feeds_like:
             if encoded.shared:
-                self.other_answer, self.other_seconds = self._run_other(encoded, batch)
+                self.held = True
+                if self.followed.times_other():
+                    _, self.other_seconds = self._run_other(encoded, batch)
             else:
                 self.encoded = encoded
         return self.answer
@@ -184,19 +188,29 @@ class Trial:
         return other, time.perf_counter() - started
 
     def compare(self) -> None:
-        """Score the same rows with the other version, unless :meth:`score` did, and count
-        both. Never raises: the request was answered already, and a comparison must not
-        take the server down."""
+        """Score the same rows with the other version and count both, or hold a one-row
+        request for the other version's call with others (see :meth:`score`). Never
+        raises: the request was answered already, and a comparison must not take the
+        server down."""
         batch, followed = self.batch, self.followed
         if batch is None or (self.answer is None and not self.by_candidate):
             return  # nothing decoded (bad body), or the serving version failed: no pair
         started = time.perf_counter()
         try:
-            if self.other_seconds is not None:
-                other, seconds = self.other_answer, self.other_seconds
-                started -= seconds  # run in score(): its time is the comparison's too
-            else:
-                other, seconds = self._run_other(self.encoded, batch)
+            if self.held:  # score() holds a request only once it was answered
+                scorers = (
+                    (self.other, self.answerer)
+                    if self.by_candidate
+                    else (self.answerer, self.other)
+                )
+                followed.hold(
+                    batch,
+                    scorers,
+                    (self.seconds, self.other_seconds),
+                    by_candidate=self.by_candidate,
+                )
+                return
+            other, seconds = self._run_other(self.encoded, batch)
             if self.by_candidate:
                 current, candidate, times = other, self.answer, (seconds, self.seconds)
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
@@ -15,16 +16,21 @@ import numpy.typing as npt
 
 from dscloud.rollout import Rollout
 from dscloud.rollout_compare import Comparison
-from dscloud.scorer import Predictions
+from dscloud.scorer import Predictions, Scorer
 from dscloud.server.protocols import Batch
 
-__all__ = ["PENDING", "RolloutCounts"]
+__all__ = ["PENDING", "TIMED_EVERY", "RolloutCounts"]
+
+log = logging.getLogger("dscloud.server.rollout")
 
 #: Compared requests held before they are counted together (see :class:`RolloutCounts`).
 PENDING = 1024
 #: ... or compared rows, whichever comes first: held rows are decoded inputs in memory.
 PENDING_ROWS = 4096
+#: One held one-row request in this many has the other version's latency measured.
+TIMED_EVERY = 32
 _Pair = tuple[Predictions, Predictions, Batch, float, float]
+Seconds = tuple[float, float | None]
 Array = npt.NDArray[Any]
 
 
@@ -33,11 +39,18 @@ class RolloutCounts:
     total since the rollout started here. Thread-safe.
 
     A :meth:`Comparison.add` costs some 100 to 300 µs of numpy and sorting whatever the
-    number of rows, five times the scoring of one row; so pairs of predictions are held
-    (an append) and counted :data:`PENDING` requests or :data:`PENDING_ROWS` rows at a
-    time (whichever comes first, so held inputs stay small) as one call of stacked rows,
-    with each request's latencies counted as its own call. Figures and records count the
-    held pairs first."""
+    number of rows, five times the scoring of one row; so requests are held (an append)
+    and counted :data:`PENDING` requests or :data:`PENDING_ROWS` rows at a time (whichever
+    comes first, so held inputs stay small) as one call of stacked rows, with each
+    request's latencies counted as its own call. Figures and records count the held
+    requests first.
+
+    One-row requests whose versions build the same feeds (a server's common case) are
+    held as their values (:meth:`hold`), and both versions score the held rows in one
+    session call each when they are counted: a fraction of one call per request, and
+    both sides scored alike. The answering call's latency is counted for every request;
+    the other version's on every :data:`TIMED_EVERY`-th such request, with one call of
+    its own on that request's feeds."""
 
     def __init__(
         self, name: str, alias: str, rollout: Rollout, current: int, *, feeds_like: bool = False
@@ -55,9 +68,39 @@ class RolloutCounts:
         #: (touched by the poller thread only).
         self.unrecorded: Comparison | None = None
         self.pending: list[_Pair] = []
-        self.rows = _OneRowPairs()  # held pairs of one-row requests both versions scored
+        #: Held one-row requests answered by the serving version (shadow) and by the
+        #: candidate (canary): a rollout's mode may change while it runs.
+        self.held = (_HeldRows(by_candidate=False), _HeldRows(by_candidate=True))
         self.pending_rows = 0
+        self._timed = itertools.count()
         self.lock = threading.Lock()
+
+    def times_other(self) -> bool:
+        """Whether the held request about to be scored has the other version's latency
+        measured (one in :data:`TIMED_EVERY`)."""
+        return next(self._timed) % TIMED_EVERY == 0
+
+    def hold(
+        self,
+        batch: Batch,
+        scorers: tuple[Scorer, Scorer],
+        seconds: Seconds,
+        *,
+        by_candidate: bool,
+    ) -> None:
+        """Hold a one-row request that both versions accept alike, for ``scorers``
+        (current, candidate) to score with the other held rows when they are counted.
+        ``seconds``: the answering call's, and the other version's when it was timed
+        (else None)."""
+        with self.lock:
+            self.held[by_candidate].add(batch, scorers, seconds)
+            self.pending_rows += 1
+            if self._full():
+                self._count_pending()
+
+    def _full(self) -> bool:
+        held = len(self.pending) + len(self.held[0]) + len(self.held[1])
+        return held >= PENDING or self.pending_rows >= PENDING_ROWS
 
     def add(
         self,
@@ -72,22 +115,17 @@ class RolloutCounts:
             if candidate is None:
                 self.window.add(current, None, seconds=seconds, n_rows=batch.n_rows)
                 return
-            if batch.n_rows == 1 and len(current.rows) == 1 and len(candidate.rows) == 1:
-                self.rows.add(current, candidate, batch, seconds)
-            else:
-                self.pending.append((current, candidate, batch, *seconds))
+            self.pending.append((current, candidate, batch, *seconds))
             self.pending_rows += batch.n_rows
-            if len(self.pending) + len(self.rows) >= PENDING or self.pending_rows >= PENDING_ROWS:
+            if self._full():
                 self._count_pending()
 
     def _count_pending(self) -> None:
-        """Count the held pairs as one stacked call each for one-row requests and for the
-        others (under the lock)."""
-        if len(self.rows):
-            current, candidate, inputs, times = self.rows.take()
-            self.window.add(current, candidate, inputs=inputs, n_rows=len(inputs))
-            self.window.versions["current"].add_latencies(times[0])
-            self.window.versions["candidate"].add_latencies(times[1])
+        """Count the held requests (under the lock): the held one-row requests of each kind
+        once the other version scored them in one call, and the pairs as one stacked call."""
+        for held in self.held:
+            if len(held):
+                self._count_held(held)
         pending, self.pending, self.pending_rows = self.pending, [], 0
         if not pending:
             return
@@ -98,6 +136,39 @@ class RolloutCounts:
         self.window.add(current, candidate, inputs=rows, n_rows=len(rows))
         self.window.versions["current"].add_latencies([p[3] for p in pending])
         self.window.versions["candidate"].add_latencies([p[4] for p in pending])
+
+    def _count_held(self, held: _HeldRows) -> None:
+        """Both versions score the held rows, one call each (rows scored together, by the
+        same kernels on both sides, so a version compared with itself differs by 0), and
+        the pair is counted like any other."""
+        scorers = held.scorers
+        inputs, columns, times = held.take()
+        if scorers is None:
+            return  # never: set with the first held row
+        scored: list[Predictions | None] = []
+        for scorer in scorers:
+            try:
+                scored.append(scorer.score_columns(columns, len(inputs)))
+            except Exception:
+                scored.append(None)
+                self.failures += 1
+                if self.failures == 1:  # once per rollout and process, as the trials do
+                    log.warning(
+                        "version %s failed on %d held rows (rollout %s of %s@%s)",
+                        scorer.version,
+                        len(inputs),
+                        self.rollout.id,
+                        self.name,
+                        self.alias,
+                        exc_info=True,
+                    )
+        current, candidate = scored
+        if current is None:
+            return  # the serving version failed on the rows: nothing to hold to
+        self.window.add(current, candidate, inputs=inputs, n_rows=len(inputs))
+        roles = ("candidate", "current") if held.by_candidate else ("current", "candidate")
+        for role, role_times in zip(roles, times, strict=True):
+            self.window.versions[role].add_latencies(role_times)
 
     def take_window(self) -> Comparison:
         """The window so far (now part of the total); a new one starts."""
@@ -124,79 +195,44 @@ class RolloutCounts:
         )
 
 
-class _OneRowPairs:
-    """Held pairs of one-row requests that both versions scored (a server's common case),
-    as flat lists of plain values: the row's inputs one after the other, and each
-    version's outputs; so no per-request object outlives its request (freeing a thousand
-    held requests at once cost more than keeping their values), and counting them is one
-    array per output."""
+class _HeldRows:
+    """Held one-row requests of one kind (shadow or canary), for both versions to score
+    together when they are counted (a server's common case): the rows' values one after
+    the other in one flat list, and the call latencies; so no per-request object outlives
+    its request (freeing a thousand held requests at once cost more than keeping their
+    values)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, by_candidate: bool) -> None:
+        self.by_candidate = by_candidate
+        self.scorers: tuple[Scorer, Scorer] | None = None  # (current, candidate)
         self.names: tuple[str, ...] = ()
         self._take_none()
 
     def _take_none(self) -> None:
         self.values: list[Any] = []
-        self.outputs: tuple[dict[str, list[Any]], dict[str, list[Any]]] = ({}, {})
-        self.times: tuple[list[float], list[float]] = ([], [])
+        self.times: tuple[list[float], list[float]] = ([], [])  # (answering, other)
         self.n = 0
-        self.envelopes: tuple[Any, Any] = (None, None)
-        self.dtypes: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return self.n
 
-    def add(
-        self,
-        current: Predictions,
-        candidate: Predictions,
-        batch: Batch,
-        seconds: tuple[float, float],
-    ) -> None:
+    def add(self, batch: Batch, scorers: tuple[Scorer, Scorer], seconds: Seconds) -> None:
         columns = batch.columns
         if not self.n:
-            self.names = tuple(columns)
+            self.names, self.scorers = tuple(columns), scorers
         self.values += [columns[name][0] for name in self.names]  # one model: one layout
-        for outputs, preds in ((self.outputs[0], current), (self.outputs[1], candidate)):
-            for kind in _KINDS:
-                array = getattr(preds, kind)
-                if array is not None:
-                    if kind not in outputs:
-                        outputs[kind] = []
-                        self.dtypes[kind] = array.dtype
-                    outputs[kind] += array.ravel().tolist()
         self.times[0].append(seconds[0])
-        self.times[1].append(seconds[1])
-        self.envelopes = (current.envelope, candidate.envelope)
+        if seconds[1] is not None:
+            self.times[1].append(seconds[1])
         self.n += 1
 
-    def take(
-        self,
-    ) -> tuple[Predictions, Predictions, Sequence[Mapping[str, Any]], tuple[list[float], ...]]:
-        """The held pairs as two predictions of one row per request, and their inputs (and
-        forget them)."""
-        n, rows = self.n, np.arange(self.n, dtype=np.int64)
-
-        def joined(outputs: dict[str, list[Any]], kind: str) -> Array | None:
-            values = outputs.get(kind)
-            if not values or len(values) % n:
-                return None
-            array = np.asarray(values, dtype=self.dtypes[kind])
-            return array.reshape(n, -1) if kind == "probabilities" else array
-
-        current, candidate = (
-            Predictions(
-                envelope=envelope,
-                rows=rows,
-                label=joined(outputs, "label"),
-                probabilities=joined(outputs, "probabilities"),
-                value=joined(outputs, "value"),
-            )
-            for outputs, envelope in zip(self.outputs, self.envelopes, strict=True)
-        )
-        inputs, times = _FlatRows(self.names, self.values), self.times
+    def take(self) -> tuple[_FlatRows, dict[str, list[Any]], tuple[list[float], list[float]]]:
+        """The held rows as inputs and as columns, and the latencies (and forget them)."""
+        values, width = self.values, len(self.names)
+        columns = {name: values[i::width] for i, name in enumerate(self.names)}
+        inputs, times = _FlatRows(self.names, values), self.times
         self._take_none()
-        return current, candidate, inputs, times
+        return inputs, columns, times
 
 
 class _Rows(Sequence[Mapping[str, Any]]):

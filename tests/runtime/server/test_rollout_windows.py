@@ -18,7 +18,7 @@ from dscloud.rollout_guard import comparison
 from dscloud.scorer import Scorer
 from dscloud.server.protocols import Batch
 from dscloud.server.rollout import BACKGROUND, Budget, RequestIds, ServerRollouts
-from dscloud.server.rollout_counts import PENDING
+from dscloud.server.rollout_counts import PENDING, TIMED_EVERY
 
 
 class Clock:
@@ -169,7 +169,10 @@ def test_a_canary_compares_only_the_requests_its_candidate_answered(
     assert compare(live, rollouts, batch_of(rows[:1]), None).version == 1
     figures = rollouts.series()[0][1]
     assert figures["rows_compared"] == sum(picked)
-    assert figures["versions"]["current"]["calls"] == sum(picked)
+    assert figures["versions"]["current"]["rows"] == sum(picked)
+    # every answering call is timed; the serving version's on one held request in 32
+    assert figures["versions"]["candidate"]["calls"] == sum(picked)
+    assert figures["versions"]["current"]["calls"] == -(-sum(picked) // TIMED_EVERY)
 
 
 class _FallenOver:
@@ -265,39 +268,87 @@ class _Counting:
         return self.session.run(*args, **kwargs)
 
 
-@pytest.mark.parametrize("mode", ["shadow", "canary"])
-@pytest.mark.parametrize("n", [1, 30])
-def test_the_other_version_costs_one_session_call_and_no_validation(
-    rollout_archive: Archive,
-    rows: list[dict[str, Any]],
-    monkeypatch: pytest.MonkeyPatch,
-    mode: str,
-    n: int,
-) -> None:
-    # given a rollout whose two versions build the same feeds (a retrained churn)
-    share = {"share": 1.0} if mode == "canary" else {}
-    rollout.start(rollout_archive, "churn", "production", 2, mode=mode, **share)
-    live, rollouts = served(rollout_archive, Clock())
+def counting_sessions(
+    live: LiveModel, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Scorer, Scorer, dict[int | None, _Counting]]:
+    """The serving version and the candidate, their sessions counting calls."""
     assert live.following is not None
     serving, candidate = live.scorer, live.following[1]
     sessions = {v.version: _Counting(v.session) for v in (serving, candidate)}
     for scorer in (serving, candidate):
         monkeypatch.setattr(scorer, "session", sessions[scorer.version])
+    return serving, candidate, sessions
+
+
+def no_validation(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the other version validated a request's rows again")
+
+
+@pytest.mark.parametrize("mode", ["shadow", "canary"])
+def test_a_many_row_request_costs_the_other_version_one_call_and_no_validation(
+    rollout_archive: Archive,
+    rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    # given a rollout whose two versions build the same feeds (a retrained churn)
+    share = {"share": 1.0} if mode == "canary" else {}
+    rollout.start(rollout_archive, "churn", "production", 2, mode=mode, **share)
+    live, rollouts = served(rollout_archive, Clock())
+    serving, candidate, sessions = counting_sessions(live, monkeypatch)
     other = candidate if mode == "shadow" else serving
-
-    def no_validation(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the other version validated the rows again")
-
     monkeypatch.setattr(other, "encode", no_validation)
     monkeypatch.setattr(other, "score_columns", no_validation)
 
-    # when one request is answered and compared
-    answered = compare(live, rollouts, batch_of(rows[:n]), "user-1")
+    # when one 30-row request is answered and compared
+    answered = compare(live, rollouts, batch_of(rows[:30]), "user-1")
 
     # then each version ran one session call, and the pair was counted
     assert answered.version == (1 if mode == "shadow" else 2)
     assert {v: s.calls for v, s in sessions.items()} == {1: 1, 2: 1}
-    assert rollouts.series()[0][1]["rows_compared"] == n
+    assert rollouts.series()[0][1]["rows_compared"] == 30
+
+
+@pytest.mark.parametrize("mode", ["shadow", "canary"])
+def test_one_row_requests_are_scored_by_the_other_version_together(
+    rollout_archive: Archive,
+    rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    # given a rollout whose two versions build the same feeds
+    share = {"share": 1.0} if mode == "canary" else {}
+    rollout.start(rollout_archive, "churn", "production", 2, mode=mode, **share)
+    live, rollouts = served(rollout_archive, Clock())
+    serving, candidate, sessions = counting_sessions(live, monkeypatch)
+    answering, other = (serving, candidate) if mode == "shadow" else (candidate, serving)
+    n = TIMED_EVERY + 8
+
+    # when one-row requests are answered, the other version validates none of them
+    monkeypatch.setattr(other, "encode", no_validation)
+    for i in range(n):
+        assert compare(live, rollouts, batch_of(rows[i : i + 1]), f"user-{i}") is answering
+    # and calls its session only to time one request in TIMED_EVERY
+    assert sessions[answering.version].calls == n
+    assert sessions[other.version].calls == 2
+
+    # then, counted, both versions scored the held rows in one call each...
+    monkeypatch.delattr(other, "encode")  # validating the held rows together is allowed
+    figures = rollouts.series()[0][1]
+    assert sessions[answering.version].calls == n + 1
+    assert sessions[other.version].calls == 3
+    role = {"shadow": "candidate", "canary": "current"}[mode]
+    assert figures["versions"][role]["calls"] == 2  # the two timed requests
+    # ...with the figures of one comparison of the two versions on those rows
+    together = batch_of(rows[:n])
+    want = Comparison(1, 2)
+    want.add(
+        serving.score_columns(together.columns, n),
+        candidate.score_columns(together.columns, n),
+        inputs=rows[:n],
+    )
+    for key in ("rows_compared", "disagreements", "delta", "largest"):
+        assert figures[key] == want.figures()[key], key
 
 
 def test_versions_with_other_feeds_each_validate_the_rows(
