@@ -20,23 +20,26 @@ records the comparison and judges it.
   answered, which the serving version scores too (so a canary's guard rails judge the
   candidate's error rate and disagreement on the very rows it answered). Requests the
   serving version answers in canary are not compared.
-- **What it costs**: the other version's one ``session.run``, and nothing else on the
-  request path: when the two schemas build the same feeds (:meth:`Schema.feeds_like`, the
-  common case of a retrained model) it runs the answering call's feeds, without
-  validating again; the pair is appended and counted with a thousand others at once
-  (:class:`RolloutCounts`). So a shadow adds one ``session.run`` per request. A canary
-  compares the requests its candidate answered within a :class:`Budget` of
-  :data:`CANARY_COMPARE_SHARE` of the process's time: all of them below saturation; a
-  saturated process answers the same way and counts the comparisons beyond its budget as
-  skipped (``dsc_rollout_skipped_total``), so a canary costs its routing (one hash per
-  request) and at most that share (``bench/serve.py --rollout-cost``).
-- **Where**: one-row feeds are the thread's reused buffers, so the other version runs
-  them right after the answering call, before the answer is encoded (keeping them
-  for later would mean copying them). Other bodies up to :data:`~dscloud.server.app.INLINE_BYTES` are
-  compared on the event loop once the answer is sent; larger ones on a worker thread, at
-  most :data:`BACKGROUND` at once (more are skipped and counted,
-  ``dsc_rollout_skipped_total``): a comparison holds the decoded rows after the
-  request's admission ticket is released, so their number is bounded here instead.
+- **What it costs**: when the two schemas build the same feeds
+  (:meth:`Schema.feeds_like`, the common case of a retrained model), a one-row request
+  (the thread's reused one-row feeds) is held as its values, and both versions score the
+  held rows together when they are counted, one session call each per
+  :data:`~dscloud.server.rollout_counts.PENDING`
+  requests (:meth:`RolloutCounts.hold`): a shadow or a canary costs a request an append
+  and a fraction of a call, not a call. The other version's latency is measured on one
+  held request in ``TIMED_EVERY`` (one call of its own, right after the answering call,
+  while the feeds are valid). Other requests keep the answering call's feeds, and the
+  other version runs them in one call without validating again. Versions whose schemas
+  differ score the decoded rows each. A canary compares within a :class:`Budget` of
+  :data:`CANARY_COMPARE_SHARE` of the process's time: every request the candidate
+  answered below saturation; beyond, the canary answers the same way and counts the
+  comparisons beyond its budget as skipped (``dsc_rollout_skipped_total``).
+- **Where**: held requests are counted on the request thread that fills the block (or
+  when figures are asked); other bodies up to :data:`~dscloud.server.app.INLINE_BYTES`
+  are compared on the event loop once the answer is sent; larger ones on a worker
+  thread, at most :data:`BACKGROUND` at once (more are skipped and counted): a
+  comparison holds the decoded rows after the request's admission ticket is released,
+  so their number is bounded here instead.
 - **Windows**: every ``DSC_ROLLOUT_WINDOW_SECONDS`` the poller thread records each
   rollout's window (:func:`~dscloud.rollout_guard.record_comparison`: the counts since the
   last record, so records of every process merge by addition in ``dsc rollout status``)
