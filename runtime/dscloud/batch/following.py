@@ -256,15 +256,18 @@ class Follower:
     def _routed(self, chunk: Chunk) -> Array:
         """Per input row, whether its key routes it to the candidate."""
         texts = [pc.cast(chunk.batch.column(k), pa.string()).to_pylist() for k in self.keys]
-        keys: Any = texts[0] if len(texts) == 1 else zip(*texts, strict=True)
+        keys = (
+            texts[0]
+            if len(texts) == 1
+            else [
+                None if None in parts else KEY_SEPARATOR.join(parts)
+                for parts in zip(*texts, strict=True)
+            ]
+        )
         answers = self._answers
-        out = np.zeros(chunk.num_rows, dtype=bool)
-        for i, key in enumerate(keys):
-            if isinstance(key, tuple):
-                key = None if any(part is None for part in key) else KEY_SEPARATOR.join(key)
-            if key is not None and answers(key):
-                out[i] = True
-        return out
+        return np.fromiter(
+            (key is not None and answers(key) for key in keys), dtype=bool, count=chunk.num_rows
+        )
 
     def _canary(
         self, current: Predictions, candidate: Predictions, routed: Array
