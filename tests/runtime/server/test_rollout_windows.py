@@ -268,16 +268,21 @@ class _Counting:
         return self.session.run(*args, **kwargs)
 
 
-def counting_sessions(
-    live: LiveModel, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Scorer, Scorer, dict[int | None, _Counting]]:
-    """The serving version and the candidate, their sessions counting calls."""
+def rolled_out(
+    archive: Archive, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[LiveModel, ServerRollouts, dict[int | None, _Counting], Scorer, Scorer]:
+    """A shadow, or a canary answering everyone, of the retrained churn, followed by one
+    process whose sessions count their calls; and the answering and the other version."""
+    share = {"share": 1.0} if mode == "canary" else {}
+    rollout.start(archive, "churn", "production", 2, mode=mode, **share)
+    live, rollouts = served(archive, Clock())
     assert live.following is not None
     serving, candidate = live.scorer, live.following[1]
     sessions = {v.version: _Counting(v.session) for v in (serving, candidate)}
     for scorer in (serving, candidate):
         monkeypatch.setattr(scorer, "session", sessions[scorer.version])
-    return serving, candidate, sessions
+    answering, other = (serving, candidate) if mode == "shadow" else (candidate, serving)
+    return live, rollouts, sessions, answering, other
 
 
 def no_validation(*args: Any, **kwargs: Any) -> Any:
@@ -292,11 +297,7 @@ def test_a_many_row_request_costs_the_other_version_one_call_and_no_validation(
     mode: str,
 ) -> None:
     # given a rollout whose two versions build the same feeds (a retrained churn)
-    share = {"share": 1.0} if mode == "canary" else {}
-    rollout.start(rollout_archive, "churn", "production", 2, mode=mode, **share)
-    live, rollouts = served(rollout_archive, Clock())
-    serving, candidate, sessions = counting_sessions(live, monkeypatch)
-    other = candidate if mode == "shadow" else serving
+    live, rollouts, sessions, _, other = rolled_out(rollout_archive, mode, monkeypatch)
     monkeypatch.setattr(other, "encode", no_validation)
     monkeypatch.setattr(other, "score_columns", no_validation)
 
@@ -317,11 +318,8 @@ def test_one_row_requests_are_scored_by_the_other_version_together(
     mode: str,
 ) -> None:
     # given a rollout whose two versions build the same feeds
-    share = {"share": 1.0} if mode == "canary" else {}
-    rollout.start(rollout_archive, "churn", "production", 2, mode=mode, **share)
-    live, rollouts = served(rollout_archive, Clock())
-    serving, candidate, sessions = counting_sessions(live, monkeypatch)
-    answering, other = (serving, candidate) if mode == "shadow" else (candidate, serving)
+    live, rollouts, sessions, answering, other = rolled_out(rollout_archive, mode, monkeypatch)
+    serving, candidate = (answering, other) if mode == "shadow" else (other, answering)
     n = TIMED_EVERY + 8
 
     # when one-row requests are answered, the other version validates none of them
