@@ -66,11 +66,11 @@ class VersionCounts:
         self.rows += rows
         self.errors += errors
         if seconds is not None:
-            ms = seconds * 1000.0
-            self.latency[next(i for i, e in enumerate(LATENCY_EDGES_MS) if ms <= e)] += 1
+            self.add_latencies((seconds,))
 
     def add_latencies(self, seconds: Sequence[float]) -> None:
-        """Count many calls' latencies at once (their rows are counted by :meth:`add`)."""
+        """Count calls' latencies, each in the first bin whose upper edge holds it (their
+        rows are counted by :meth:`add_call` or :meth:`Comparison.add`)."""
         ms = np.asarray(seconds, dtype=np.float64) * 1000.0
         bins = np.searchsorted(_LATENCY_EDGES, ms, side="left")
         for b, count in enumerate(np.bincount(bins, minlength=len(LATENCY_EDGES_MS)).tolist()):

@@ -74,19 +74,12 @@ class Encoded:
     rejects: dict[int, str] = field(default_factory=dict)
     reject_columns: dict[int, str] = field(default_factory=dict)  # first bad column per row
     #: True when ``feeds`` are the thread's reused one-row buffers (:meth:`Schema.encode_one`):
-    #: valid until that thread encodes again, so copy them (:meth:`kept`) to use later.
+    #: valid until that thread encodes again.
     shared: bool = False
 
     @property
     def n_ok(self) -> int:
         return len(self.rows)
-
-    def kept(self) -> Encoded:
-        """These rows with feeds that stay valid after the thread encodes again."""
-        if not self.shared:
-            return self
-        feeds = {name: array.copy() for name, array in self.feeds.items()}
-        return Encoded(feeds, self.rows, self.rejects, self.reject_columns)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 When a run completes (its ``_SUCCESS`` is about to be written, :mod:`dscloud.batch.manifest`),
 the run's merged drift report is published with one ``PutMetricData`` call: the figures
 of :func:`~dscloud.drift_report.metric_figures`, the one mapping the stream handler
-(:mod:`dscloud.stream.drift`) publishes too, in the same namespace convention (``dscloud``, set by the stack): a figure means the same wherever it was counted.
+(:mod:`dscloud.stream.drift`) publishes too, in the same namespace convention
+(``dscloud``, set by the stack): a figure means the same wherever it was counted.
 Each figure is sent under two dimension sets: ``service`` + ``model`` (the one the stack's
 alarms watch: a version is not known at synth, and the nightly job follows an alias) and
 ``service`` + ``model`` + ``version`` (to tell versions apart on a graph). ``service`` is

@@ -201,16 +201,8 @@ class Trial:
         started = time.perf_counter()
         try:
             if self.held:  # score() holds a request only once it was answered
-                scorers = (
-                    (self.other, self.answerer)
-                    if self.by_candidate
-                    else (self.answerer, self.other)
-                )
                 followed.hold(
-                    batch,
-                    scorers,
-                    (self.seconds, self.other_seconds),
-                    by_candidate=self.by_candidate,
+                    batch, (self.seconds, self.other_seconds), by_candidate=self.by_candidate
                 )
                 return
             other, seconds = self._run_other(self.encoded, batch)
@@ -389,11 +381,7 @@ class ServerRollouts:
                 followed = self._followed.get(key)
                 if followed is None:
                     followed = self._followed[key] = RolloutCounts(
-                        serving.name,
-                        alias,
-                        rollout,
-                        current,
-                        feeds_like=serving.schema.feeds_like(candidate.schema),
+                        alias, rollout, (serving, candidate), current
                     )
         return followed
 

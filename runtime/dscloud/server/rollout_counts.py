@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
 import numpy as np
-import numpy.typing as npt
 
 from dscloud.rollout import Rollout
 from dscloud.rollout_compare import Comparison
@@ -31,7 +30,6 @@ PENDING_ROWS = 4096
 TIMED_EVERY = 32
 _Pair = tuple[Predictions, Predictions, Batch, float, float]
 Seconds = tuple[float, float | None]
-Array = npt.NDArray[Any]
 
 
 class RolloutCounts:
@@ -53,12 +51,14 @@ class RolloutCounts:
     its own on that request's feeds."""
 
     def __init__(
-        self, name: str, alias: str, rollout: Rollout, current: int, *, feeds_like: bool = False
+        self, alias: str, rollout: Rollout, scorers: tuple[Scorer, Scorer], current: int
     ) -> None:
-        self.name, self.alias, self.rollout, self.current = name, alias, rollout, current
+        self.name, self.alias, self.rollout, self.current = scorers[0].name, alias, rollout, current
+        #: The serving version (``current``) and the candidate, which score the held rows.
+        self.scorers = scorers
         #: True when the two versions build the same feeds (:meth:`Schema.feeds_like`): the
-        #: other version then runs the answering call's feeds.
-        self.feeds_like = feeds_like
+        #: other version then runs the answering call's feeds, or the held rows.
+        self.feeds_like = scorers[0].schema.feeds_like(scorers[1].schema)
         self.window = Comparison(current, rollout.candidate)
         self.total = Comparison(current, rollout.candidate)
         self.skipped = 0
@@ -80,20 +80,12 @@ class RolloutCounts:
         measured (one in :data:`TIMED_EVERY`)."""
         return next(self._timed) % TIMED_EVERY == 0
 
-    def hold(
-        self,
-        batch: Batch,
-        scorers: tuple[Scorer, Scorer],
-        seconds: Seconds,
-        *,
-        by_candidate: bool,
-    ) -> None:
-        """Hold a one-row request that both versions accept alike, for ``scorers``
-        (current, candidate) to score with the other held rows when they are counted.
-        ``seconds``: the answering call's, and the other version's when it was timed
-        (else None)."""
+    def hold(self, batch: Batch, seconds: Seconds, *, by_candidate: bool) -> None:
+        """Hold a one-row request that both versions accept alike, for both to score with
+        the other held rows when they are counted. ``seconds``: the answering call's, and
+        the other version's when it was timed (else None)."""
         with self.lock:
-            self.held[by_candidate].add(batch, scorers, seconds)
+            self.held[by_candidate].add(batch, seconds)
             self.pending_rows += 1
             if self._full():
                 self._count_pending()
@@ -141,12 +133,9 @@ class RolloutCounts:
         """Both versions score the held rows, one call each (rows scored together, by the
         same kernels on both sides, so a version compared with itself differs by 0), and
         the pair is counted like any other."""
-        scorers = held.scorers
         inputs, columns, times = held.take()
-        if scorers is None:
-            return  # never: set with the first held row
         scored: list[Predictions | None] = []
-        for scorer in scorers:
+        for scorer in self.scorers:
             try:
                 scored.append(scorer.score_columns(columns, len(inputs)))
             except Exception:
@@ -204,7 +193,6 @@ class _HeldRows:
 
     def __init__(self, *, by_candidate: bool) -> None:
         self.by_candidate = by_candidate
-        self.scorers: tuple[Scorer, Scorer] | None = None  # (current, candidate)
         self.names: tuple[str, ...] = ()
         self._take_none()
 
@@ -216,10 +204,10 @@ class _HeldRows:
     def __len__(self) -> int:
         return self.n
 
-    def add(self, batch: Batch, scorers: tuple[Scorer, Scorer], seconds: Seconds) -> None:
+    def add(self, batch: Batch, seconds: Seconds) -> None:
         columns = batch.columns
         if not self.n:
-            self.names, self.scorers = tuple(columns), scorers
+            self.names = tuple(columns)
         self.values += [columns[name][0] for name in self.names]  # one model: one layout
         self.times[0].append(seconds[0])
         if seconds[1] is not None:
@@ -265,9 +253,6 @@ class _FlatRows(_Rows):
         start = i * self._width
         row = self._values[start : start + self._width]
         return {name: _plain(v) for name, v in zip(self._names, row, strict=True)}
-
-
-_KINDS = ("label", "probabilities", "value")
 
 
 def _stacked(parts: Sequence[Predictions], batches: Sequence[Batch]) -> Predictions:
