@@ -8,10 +8,11 @@ candidate cannot stand in for the serving version.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import mmh3
 
 from dscloud.errors import ConfigError
 from dscloud.schema import Schema
@@ -119,22 +120,30 @@ class Rollout:
 def routes_to_candidate(key: str, share: float, salt: str) -> bool:
     """Whether ``key`` falls in the candidate's ``share`` of keys.
 
-    blake2b of ``salt`` and ``key`` read as a number in [0, 2**64), below ``share`` of
-    2**64: the same answer in every process, on every machine, in every runtime (Python's
-    ``hash`` is salted per process), so a user keeps one version for the whole rollout,
-    and a larger share only adds users. :meth:`Rollout.router` is this rule with the salt
-    and threshold prepared once.
+    MurmurHash3 (x86, 32 bits) of the key's UTF-8, seeded with the MurmurHash3 of
+    ``salt``, read as a number in [0, 2**32), below ``share`` of 2**32: the same answer in
+    every process, on every machine, in every runtime (Python's ``hash`` is salted per
+    process), so a user keeps one version for the whole rollout, and a larger share only
+    adds users. A new salt (a new candidate) draws an independent set of keys.
+
+    Why MurmurHash3: it is how feature-flag services bucket users (Optimizely, Unleash),
+    spreads sequential ids (``user-1``, ``user-2``, ...) evenly, and costs one C call: a
+    server hashes every request's key, and blake2b cost 3.5 µs there against 1.2 µs
+    (``bench/hotpath.py``'s in-process harness; 4% and 1.5% of a one-row request). Not a
+    cryptographic choice: a caller who picks keys to land in the canary gains nothing a
+    route key header does not already give. :meth:`Rollout.router` is this rule with the
+    seed and threshold prepared once.
     """
     return _router(share, salt)(key)
 
 
 def _router(share: float, salt: str) -> Callable[[str], bool]:
-    prefix = f"{salt}\x00".encode()
-    threshold = share * 2.0**64  # exact: a power-of-two scaling
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    seed = mmh3.hash(salt, 0, False)
+    threshold = share * 2.0**32  # exact: a power-of-two scaling
+    murmur3 = mmh3.hash
 
     def answers(key: str) -> bool:
-        return from_bytes(blake2b(prefix + key.encode(), digest_size=8).digest(), "big") < threshold
+        return murmur3(key, seed, False) < threshold
 
     return answers
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 
+import mmh3
 import pytest
 
 from dscloud.archive import Archive
@@ -253,6 +254,18 @@ def test_another_candidate_redraws_the_canary() -> None:
     two = {k for k in KEYS if routes_to_candidate(k, 0.2, "churn@production>2")}
     three = {k for k in KEYS if routes_to_candidate(k, 0.2, "churn@production>3")}
     assert 0.1 < len(two & three) / len(two) < 0.3  # independent draws overlap by ~the share
+
+
+def test_routing_is_murmur3_so_any_language_can_tell_a_users_version() -> None:
+    # given the published MurmurHash3_x86_32 reference values (SMHasher)
+    assert mmh3.hash("", 1, False) == 0x514E28B7
+    assert mmh3.hash("The quick brown fox jumps over the lazy dog", 0, False) == 0x2E4FF723
+    # the rule, spelled out: seed = murmur3(salt), route iff murmur3(key, seed) < share * 2**32
+    seed = mmh3.hash("churn@production>2", 0, False)
+    assert seed == 379750665
+    assert mmh3.hash("user-42", seed, False) == 687892519  # 0.160 of 2**32
+    assert routes_to_candidate("user-42", 0.17, "churn@production>2")
+    assert not routes_to_candidate("user-42", 0.16, "churn@production>2")
 
 
 def test_routing_is_the_same_in_another_process() -> None:
