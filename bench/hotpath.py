@@ -11,11 +11,19 @@ request. Side by side, in the same run:
   column, or the ``[1, k]`` matrix tensor for the forest);
 
 then the stages of the invocations path timed alone (decode, score, encode, drift count,
-metrics, access line). ``--profile`` prints a cProfile of the invocations path. What
+metrics, access line). ``--profile`` prints a cProfile of the invocations path.
+
+``--rollout`` measures instead what a rollout adds to a 1-row ``/invocations`` request of
+churn (a retrained candidate, requests without a routing key, as ``bench/serve.py
+--rollout-cost`` sends them): apps with no rollout (twice: the second is the A/A control,
+what two identical apps differ by), a canary at 0% (routing only), a canary at 20% and a
+shadow, taking turns for ``--rounds`` rounds; medians of CPU µs per request and their
+ratios to no rollout (``results/hotpath_rollout.json``). What
 uvicorn itself costs per request (parsing, the transport, building the scope) is the same
 for every app and is not here: ``bench/serve.py`` measures it over real sockets.
 
     .venv/bin/python bench/hotpath.py [--requests 20000] [--profile] [--models churn,forest]
+    .venv/bin/python bench/hotpath.py --rollout [--requests 10000] [--rounds 15]
 
 Not a test: timings are never asserted. Figures are CPU µs per request (``time.process_time``: on a shared machine, time spent descheduled is not counted), best of ``--rounds``.
 """
@@ -28,6 +36,7 @@ import cProfile
 import json
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +47,7 @@ from typing import Any
 import uvloop
 
 import dscloud
-from dscloud import example
+from dscloud import example, rollout
 from dscloud.archive import Archive
 from dscloud.live import ModelSet
 from dscloud.server import invocations
@@ -48,6 +57,7 @@ from dscloud.server.protocols import loads
 from dscloud.settings import Settings
 
 HERE = Path(__file__).resolve().parent
+ROLLOUT_RESULTS = HERE / "results" / "hotpath_rollout.json"
 sys.path.insert(0, str(HERE))
 
 import ceiling  # noqa: E402
@@ -199,6 +209,66 @@ def stages(app: Any, name: str, body: bytes, n: int) -> dict[str, Callable[[], f
     }
 
 
+def rollout_cost(
+    loop: asyncio.AbstractEventLoop, work: Path, n: int, rounds: int
+) -> dict[str, Any]:
+    """CPU µs per 1-row request of churn through the app with each rollout (see the module
+    docstring), medians of ``rounds`` turns, and each over no rollout."""
+    current = example.train(seed=0, rows=5000)
+    retrained = example.train(seed=0, rows=5000, C=0.01)
+    test = current.X_test.dropna()
+    artifacts = [
+        dscloud.package(ex.estimator, test.head(200), name="churn", training_data=ex.X_train)
+        for ex in (current, retrained)
+    ]
+    row = {
+        c: (v.item() if hasattr(v, "item") else v)
+        for c, v in test[example.FEATURES].iloc[0].items()
+    }
+    body = split_body(example.FEATURES, row)
+    modes: dict[str, dict[str, Any]] = {
+        "none": {},
+        "none (A/A control)": {},
+        "canary 0%": {"mode": "canary", "share": 0.0},
+        "canary 20%": {"mode": "canary", "share": 0.2},
+        "shadow": {"mode": "shadow"},
+    }
+    apps = {}
+    for i, (mode, start) in enumerate(modes.items()):
+        archive = Archive.open(work / f"rollout-{i}")
+        for artifact in artifacts:
+            dscloud.publish(artifact, archive)
+        archive.promote("churn", 1, "production", by="bench")
+        if start:
+            rollout.start(archive, "churn", "production", 2, by="bench", **start)
+        settings = Settings.from_env({"DSC_ARCHIVE": archive.uri})
+        app = create_app(ModelSet(archive, ["churn@production"], threads=1), settings)
+        _, status = loop.run_until_complete(drive(app, "/invocations", body, 2000))
+        assert status == 200, f"{mode}: {status}"
+        apps[mode] = app
+    runs: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(rounds):
+        for mode, app in apps.items():
+            # The canary's budget fills with wall time, most of which the other apps take
+            # here: forget it, as a process saturated all along would have no idle time.
+            app.rollouts.budget._at = app.rollouts.budget._clock()
+            runs[mode].append(loop.run_until_complete(drive(app, "/invocations", body, n))[0])
+            app.access._lines.clear()
+    base = statistics.median(runs["none"])
+    summary: dict[str, dict[str, Any]] = {}
+    for mode, us in runs.items():
+        series = apps[mode].rollouts.series()
+        summary[mode] = {
+            "us_per_request": round(statistics.median(us), 2),
+            "extra_us": round(statistics.median(us) - base, 2),
+            "x_none": round(statistics.median(us) / base, 3),
+            # of every request this app answered, warm-up included
+            "rows_compared": sum(figures["rows_compared"] for _, figures, _ in series),
+            "skipped": sum(skipped for _, _, skipped in series),
+        }
+    return {"requests_per_run": n, "rounds": rounds, "summary": summary, "runs": runs}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000)
@@ -206,6 +276,11 @@ def main() -> int:
     ap.add_argument("--models", default="churn,forest")
     ap.add_argument("--profile", action="store_true", help="cProfile the invocations path")
     ap.add_argument("--sort", default="tottime", help="cProfile order: tottime, cumulative")
+    ap.add_argument(
+        "--rollout",
+        action="store_true",
+        help="measure what a canary and a shadow add (results/hotpath_rollout.json)",
+    )
     args = ap.parse_args()
     report = sys.stdout
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the access log's lines go nowhere
@@ -214,6 +289,12 @@ def main() -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     out: dict[str, Any] = {}
+    if args.rollout:
+        with tempfile.TemporaryDirectory(prefix="dsc-hotpath-") as tmp:
+            cost = rollout_cost(loop, Path(tmp), args.requests, args.rounds)
+        print(json.dumps(cost["summary"], indent=1), file=report, flush=True)
+        ROLLOUT_RESULTS.write_text(json.dumps(cost, indent=2) + "\n")
+        return 0
     with tempfile.TemporaryDirectory(prefix="dsc-hotpath-") as tmp:
         archive, rows = build_models(Path(tmp))
         for name in args.models.split(","):

@@ -484,9 +484,12 @@ def in_process(
 
 def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     """1-row requests/s at c=16 (and p50 at c=1) of `dsc serve` (1 worker) following churn
-    with no rollout, a 20% canary and a shadow of a retrained candidate, and each over no
-    rollout. Servers take turns for ``rounds`` rounds and each figure is the median of its
-    rounds, so that a load change on the machine hits all three alike.
+    with no rollout, a canary at 0% (routing only), a 20% canary and a shadow of a
+    retrained candidate, and each over no rollout. A second server with no rollout is the
+    A/A control: what two identical servers differ by in this run, the noise a rollout's
+    cost must stand out of to be measurable. Servers take turns for ``rounds`` rounds and
+    each figure is the median of its rounds, so that a load change on the machine hits
+    all alike.
 
     Requests carry no routing key, so the canary picks by request id (made per request):
     a fifth of them are answered by the candidate and then also scored by the serving
@@ -506,6 +509,8 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     one = split_body([row], example.FEATURES)
     modes: dict[str, dict[str, Any]] = {
         "none": {},
+        "none (A/A control)": {},
+        "canary 0%": {"mode": "canary", "share": 0.0},
         "canary 20%": {"mode": "canary", "share": 0.2},
         "shadow": {"mode": "shadow"},
     }
@@ -561,6 +566,11 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     for figures in summary.values():
         figures["c16_rps_x"] = round(figures["c16_rps"] / base["c16_rps"], 3)
         figures["c1_p50_x"] = round(figures["c1_p50_ms"] / base["c1_p50_ms"], 3)
+    for mode, figures in summary.items():  # each round against no rollout in the same round
+        figures["c16_rps_x_rounds"] = [
+            round(run["c16"]["requests_per_s"] / none["c16"]["requests_per_s"], 3)
+            for run, none in zip(runs[mode], runs["none"], strict=True)
+        ]
     return {"seconds_per_run": seconds, "rounds": rounds, "summary": summary, "runs": runs}
 
 
@@ -596,9 +606,10 @@ def main() -> int:
         help="measure only the cost of a canary and a shadow rollout (results/rollout.json)",
     )
     ap.add_argument("--no-rollout", action="store_true", help="skip the rollout cost")
+    ap.add_argument("--rounds", type=int, default=3, help="turns of the rollout cost's servers")
     args = ap.parse_args()
     if args.rollout_cost:
-        cost = rollout_cost(args.seconds)
+        cost = rollout_cost(args.seconds, args.rounds)
         ROLLOUT_RESULTS.parent.mkdir(parents=True, exist_ok=True)
         ROLLOUT_RESULTS.write_text(json.dumps(cost, indent=2) + "\n")
         print(json.dumps(cost["summary"], indent=2))
@@ -687,7 +698,7 @@ def main() -> int:
         return 0
     if not args.no_rollout:
         print("rollout cost:", flush=True)
-        results["rollout_cost"] = rollout_cost(args.seconds)
+        results["rollout_cost"] = rollout_cost(args.seconds, args.rounds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -475,8 +475,12 @@ class ModelServer:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
         self._observe("POST", path, exchange, status, started)
-        if trial is not None:  # after the answer: it cannot change what was sent
-            await self.rollouts.after(trial, inline=inline)
+        if trial is None:
+            return
+        if inline:  # after the answer: it cannot change what was sent
+            trial.compare()
+        else:
+            await self.rollouts.in_background(trial)
 
     def _invocation_model(self, query: str | None, header: str | None) -> LiveModel:
         """The model ``POST /invocations`` asked for (?model= or the header), or the only one.

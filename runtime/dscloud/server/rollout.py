@@ -80,6 +80,7 @@ __all__ = [
     "CANARY_COMPARE_SHARE",
     "REQUEST_ID_HEADER",
     "ROUTE_KEY_HEADER",
+    "TRIAL_BOOKKEEPING",
     "Budget",
     "RequestIds",
     "ServerRollouts",
@@ -96,6 +97,12 @@ REQUEST_ID_HEADER = "x-request-id"
 BACKGROUND = 2
 #: The share of a process's time a canary's comparisons may take (see :class:`Budget`).
 CANARY_COMPARE_SHARE = 0.01
+#: What a compared request costs besides the calls it times: the trial, the timing of the
+#: answering call, holding the request. Measured in process (``bench/hotpath.py``'s
+#: driver: a canary at 100% with and without comparisons, less what the trials timed);
+#: charged to the :class:`Budget` with every comparison, so that the budget bounds the
+#: whole cost. A slower machine spends somewhat more than the budget, a faster one less.
+TRIAL_BOOKKEEPING = 5e-6
 _MAX_ID = 128
 
 
@@ -217,7 +224,10 @@ class Trial:
             _failed(followed, "comparing the two versions failed")
         finally:
             if self.budget is not None:
-                self.budget.spend(time.perf_counter() - started)
+                # what it timed here, the other version's call timed in score(), and the
+                # bookkeeping around both, which is not timed
+                spent = time.perf_counter() - started + (self.other_seconds or 0.0)
+                self.budget.spend(spent + TRIAL_BOOKKEEPING)
 
 
 def _failed(followed: RolloutCounts, what: str) -> None:
@@ -237,20 +247,24 @@ def _failed(followed: RolloutCounts, what: str) -> None:
 class Budget:
     """The time a canary's comparisons may take: ``share`` of the process's time, in a
     bucket that fills with ``share`` of every second that passes, up to ``burst`` seconds,
-    and empties by what each comparison took (the other version's call and the counting).
+    and empties by what each comparison cost (the other version's call, the counting and
+    :data:`TRIAL_BOOKKEEPING`).
 
-    A canary answers ``share`` of the traffic with the candidate anyway; comparing those
-    requests costs the serving version's call too. Below saturation the bucket never
-    empties and every such request is compared; a saturated process compares as many as
-    ``share`` of its time allows and counts the others as skipped, so a canary costs its
-    throughput about ``share`` and no more. Approximate across threads by design: a race
-    spends a comparison twice or not at all, never blocks a request."""
+    A canary answers its part of the traffic with the candidate anyway; comparing those
+    requests costs the serving version's scoring too (some 9 µs a one-row request in
+    ``bench/hotpath.py``, every cost counted). While comparing all of them takes less
+    than ``share`` of the time, the bucket never empties and every such request is
+    compared (a 20% canary of one-row requests: until the process is some two-thirds
+    busy); a busier process compares as many as ``share`` of its time allows and counts
+    the others as skipped (``dsc_rollout_skipped_total``), so comparing costs a saturated
+    process's throughput about ``share`` and no more. Approximate across threads by
+    design: a race spends a comparison twice or not at all, never blocks a request."""
 
     def __init__(
         self,
         share: float = CANARY_COMPARE_SHARE,
         *,
-        burst: float = 0.05,
+        burst: float = 0.005,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.share, self.burst, self._clock = share, burst, clock
@@ -356,12 +370,11 @@ class ServerRollouts:
         self._plans[id(live)] = plan
         return plan
 
-    async def after(self, trial: Trial, *, inline: bool) -> None:
-        """Compare ``trial`` once its answer was sent: here (``inline``), or on a worker
-        thread when one of :data:`BACKGROUND` is free (else skipped and counted)."""
-        if inline:
-            trial.compare()
-            return
+    async def in_background(self, trial: Trial) -> None:
+        """Compare ``trial`` (a body over :data:`~dscloud.server.app.INLINE_BYTES`) once its
+        answer was sent, on a worker thread when one of :data:`BACKGROUND` is free, else
+        skip it and count it. Smaller bodies are compared inline, :meth:`Trial.compare`
+        right after the answer."""
         if self._background >= BACKGROUND:
             trial.followed.skipped += 1
             return

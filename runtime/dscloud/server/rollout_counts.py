@@ -71,7 +71,8 @@ class RolloutCounts:
         #: Held one-row requests answered by the serving version (shadow) and by the
         #: candidate (canary): a rollout's mode may change while it runs.
         self.held = (_HeldRows(by_candidate=False), _HeldRows(by_candidate=True))
-        self.pending_rows = 0
+        #: Requests and rows held or pending, counted when either reaches its limit.
+        self.pending_requests = self.pending_rows = 0
         self._timed = itertools.count()
         self.lock = threading.Lock()
 
@@ -86,13 +87,10 @@ class RolloutCounts:
         the other version's when it was timed (else None)."""
         with self.lock:
             self.held[by_candidate].add(batch, seconds)
+            self.pending_requests += 1
             self.pending_rows += 1
-            if self._full():
+            if self.pending_requests >= PENDING or self.pending_rows >= PENDING_ROWS:
                 self._count_pending()
-
-    def _full(self) -> bool:
-        held = len(self.pending) + len(self.held[0]) + len(self.held[1])
-        return held >= PENDING or self.pending_rows >= PENDING_ROWS
 
     def add(
         self,
@@ -108,8 +106,9 @@ class RolloutCounts:
                 self.window.add(current, None, seconds=seconds, n_rows=batch.n_rows)
                 return
             self.pending.append((current, candidate, batch, *seconds))
+            self.pending_requests += 1
             self.pending_rows += batch.n_rows
-            if self._full():
+            if self.pending_requests >= PENDING or self.pending_rows >= PENDING_ROWS:
                 self._count_pending()
 
     def _count_pending(self) -> None:
@@ -118,7 +117,8 @@ class RolloutCounts:
         for held in self.held:
             if len(held):
                 self._count_held(held)
-        pending, self.pending, self.pending_rows = self.pending, [], 0
+        pending, self.pending = self.pending, []
+        self.pending_requests = self.pending_rows = 0
         if not pending:
             return
         batches = [p[2] for p in pending]

@@ -17,7 +17,13 @@ from dscloud.rollout_compare import Comparison
 from dscloud.rollout_guard import comparison
 from dscloud.scorer import Scorer
 from dscloud.server.protocols import Batch
-from dscloud.server.rollout import BACKGROUND, Budget, RequestIds, ServerRollouts
+from dscloud.server.rollout import (
+    BACKGROUND,
+    TRIAL_BOOKKEEPING,
+    Budget,
+    RequestIds,
+    ServerRollouts,
+)
 from dscloud.server.rollout_counts import PENDING, TIMED_EVERY
 
 
@@ -210,9 +216,9 @@ def test_large_comparisons_beyond_the_background_limit_are_skipped(
         _, trial = rollouts.pick(live, live.scorer, None)
         assert trial is not None
         trial.score(batch_of(rows[:3]))
-        await rollouts.after(trial, inline=False)  # a free worker: compared
+        await rollouts.in_background(trial)  # a free worker: compared
         rollouts._background = BACKGROUND  # every worker busy
-        await rollouts.after(trial, inline=False)
+        await rollouts.in_background(trial)
 
     asyncio.run(run())
     ((_, figures, skipped),) = rollouts.series()
@@ -388,6 +394,36 @@ def test_a_saturated_canary_compares_what_its_budget_allows_and_counts_the_rest(
     frozen.now += 1.0  # 10 ms of comparisons at 1%
     compare(live, rollouts, batch_of(rows[:1]), "user-x")
     assert rollouts.series()[0][1]["rows_compared"] == figures["rows_compared"] + 1
+
+
+def test_a_canarys_budget_is_charged_the_whole_comparison(
+    rollout_archive: Archive, rows: list[dict[str, Any]]
+) -> None:
+    # given a canary answering everyone, whose budget records what it is charged
+    rollout.start(rollout_archive, "churn", "production", 2, mode="canary", share=1.0)
+    live, rollouts = served(rollout_archive, Clock())
+    charged: list[float] = []
+
+    class Recording(Budget):
+        def spend(self, seconds: float) -> None:
+            charged.append(seconds)
+
+    rollouts.budget = Recording()
+
+    # when one-row requests are compared: the first one has the serving version timed
+    trials = []
+    for i in range(3):
+        _, trial = rollouts.pick(live, live.scorer, f"user-{i}")
+        assert trial is not None
+        trial.score(batch_of(rows[:1]))
+        trial.compare()
+        trials.append(trial)
+
+    # then each comparison is charged its bookkeeping, which it does not time, and the
+    # first also the serving version's call it timed while answering
+    assert trials[0].other_seconds is not None and trials[1].other_seconds is None
+    assert charged[0] >= TRIAL_BOOKKEEPING + trials[0].other_seconds
+    assert all(c >= TRIAL_BOOKKEEPING for c in charged) and len(charged) == 3
 
 
 def test_a_shadow_is_compared_in_full_whatever_the_budget(
