@@ -484,8 +484,9 @@ def in_process(
 
 def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     """1-row requests/s at c=16 (and p50 at c=1) of `dsc serve` (1 worker) following churn
-    with no rollout, a canary at 0% (routing only), a 20% canary and a shadow of a
-    retrained candidate, and each over no rollout. A second server with no rollout is the
+    with no rollout, a canary at 0% (routing only), a 20% canary (with its comparisons,
+    and without: ``DSC_ROLLOUT_COMPARE_SHARE=0``) and a shadow of a retrained candidate,
+    and each over no rollout. A second server with no rollout is the
     A/A control: what two identical servers differ by in this run, the noise a rollout's
     cost must stand out of to be measurable. Servers take turns for ``rounds`` rounds and
     each figure is the median of its rounds, so that a load change on the machine hits
@@ -512,8 +513,11 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
         "none (A/A control)": {},
         "canary 0%": {"mode": "canary", "share": 0.0},
         "canary 20%": {"mode": "canary", "share": 0.2},
+        "canary 20%, not compared": {"mode": "canary", "share": 0.2},
         "shadow": {"mode": "shadow"},
     }
+    # the control of what comparing costs a canary: the same routing, no comparison
+    env = {"canary 20%, not compared": {"DSC_ROLLOUT_COMPARE_SHARE": "0"}}
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="dsc-bench-rollout-") as tmp:
         work = Path(tmp)
@@ -532,7 +536,12 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
                 argv = [str(ROOT / ".venv/bin/dsc"), "serve", "churn@production"]
                 proc = subprocess.Popen(
                     [*argv, "--port", str(port)],
-                    env={**os.environ, "DSC_ARCHIVE": uri, "DSC_REFRESH_SECONDS": "30"},
+                    env={
+                        **os.environ,
+                        "DSC_ARCHIVE": uri,
+                        "DSC_REFRESH_SECONDS": "30",
+                        **env.get(mode, {}),
+                    },
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,

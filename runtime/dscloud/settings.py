@@ -250,6 +250,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "rollout_compare_share", ("DSC_ROLLOUT_COMPARE_SHARE",), "float", 0.01,
+        "the share of a server process's time a canary's comparisons may take (every cost "
+        "counted); a busier process compares a sample and counts the rest in "
+        "dsc_rollout_skipped_total. 0 compares no canary request (a shadow is always "
+        "compared in full; docs/rollout.md)",
+        minimum=0, maximum=1,
+    ),
+    Setting(
         "metrics_namespace", ("DSC_METRICS_NAMESPACE",), "text", None,
         "the CloudWatch namespace a completed `dsc score` run publishes its drift figures "
         "to (PutMetricData; the batch stack sets `dscloud`); unset: nothing is published, "
@@ -332,6 +340,7 @@ class Settings:
     drift_window_seconds: float = _default("drift_window_seconds")
     drift_min_rows: int = _default("drift_min_rows")
     rollout_window_seconds: float = _default("rollout_window_seconds")
+    rollout_compare_share: float = _default("rollout_compare_share")
     metrics_namespace: str | None = _default("metrics_namespace")
     metrics_service: str = _default("metrics_service")
     shard_index: int = _default("shard_index")

@@ -206,7 +206,9 @@ class ModelServer:
             enabled=bool(settings.drift),
         )
         self.rollouts = ServerRollouts(
-            models.archive, window_seconds=settings.rollout_window_seconds
+            models.archive,
+            window_seconds=settings.rollout_window_seconds,
+            compare_share=settings.rollout_compare_share,
         )
         self.request_ids = RequestIds()
         self._openapi = orjson.dumps(openapi(sorted(models.models)))

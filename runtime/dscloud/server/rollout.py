@@ -31,7 +31,7 @@ records the comparison and judges it.
   while the feeds are valid). Other requests keep the answering call's feeds, and the
   other version runs them in one call without validating again. Versions whose schemas
   differ score the decoded rows each. A canary compares within a :class:`Budget` of
-  :data:`CANARY_COMPARE_SHARE` of the process's time: every request the candidate
+  ``DSC_ROLLOUT_COMPARE_SHARE`` of the process's time (1%): every request the candidate
   answered below saturation; beyond, the canary answers the same way and counts the
   comparisons beyond its budget as skipped (``dsc_rollout_skipped_total``).
 - **Where**: held requests are counted on the request thread that fills the block (or
@@ -74,10 +74,10 @@ from dscloud.scorer import Predictions, Scorer
 from dscloud.server.metrics import RolloutSeries
 from dscloud.server.protocols import Batch
 from dscloud.server.rollout_counts import RolloutCounts
+from dscloud.settings import Settings
 
 __all__ = [
     "BACKGROUND",
-    "CANARY_COMPARE_SHARE",
     "REQUEST_ID_HEADER",
     "ROUTE_KEY_HEADER",
     "TRIAL_BOOKKEEPING",
@@ -95,8 +95,6 @@ ROUTE_KEY_HEADER = "x-dsc-route-key"
 REQUEST_ID_HEADER = "x-request-id"
 #: Comparisons of large bodies running on worker threads at once, per process.
 BACKGROUND = 2
-#: The share of a process's time a canary's comparisons may take (see :class:`Budget`).
-CANARY_COMPARE_SHARE = 0.01
 #: What a compared request costs besides the calls it times: the trial, the timing of the
 #: answering call, holding the request. Measured in process (``bench/hotpath.py``'s
 #: driver: a canary at 100% with and without comparisons, less what the trials timed);
@@ -262,13 +260,13 @@ class Budget:
 
     def __init__(
         self,
-        share: float = CANARY_COMPARE_SHARE,
+        share: float,
         *,
         burst: float = 0.005,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.share, self.burst, self._clock = share, burst, clock
-        self._tokens = burst
+        self._tokens = burst if share else 0.0  # 0: nothing is ever compared
         self._at = clock()
 
     def allows(self) -> bool:
@@ -313,6 +311,7 @@ class ServerRollouts:
         archive: Archive,
         *,
         window_seconds: float,
+        compare_share: float = Settings.rollout_compare_share,
         clock: Callable[[], float] = time.monotonic,
         budget_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -323,7 +322,7 @@ class ServerRollouts:
         self._followed: dict[tuple[str, str, int], RolloutCounts] = {}
         self._plans: dict[int, _Plan] = {}  # by id() of the live model
         #: What canary comparisons may cost this process (shadow is compared in full).
-        self.budget = Budget(clock=budget_clock)
+        self.budget = Budget(compare_share, clock=budget_clock)
         self._lock = threading.Lock()
         self._background = 0
         self.by = f"dsc serve on {socket.gethostname()} (pid {os.getpid()})"

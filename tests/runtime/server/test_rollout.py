@@ -302,6 +302,36 @@ def test_canary_routes_a_stable_share_of_keys_across_processes(
             server.stop()
 
 
+def test_a_canarys_comparisons_take_the_share_of_time_the_setting_gives(
+    tmp_path: Path, churn_artifact: Artifact, churn_retrained: Artifact
+) -> None:
+    # given a canary answering everyone, served with and without time for comparisons
+    arch = Store("dir", tmp_path, None).archive("budget", churn_artifact, churn_retrained)
+    rollout.start(arch, "churn", "production", 2, mode="canary", share=1.0)
+    row = {"dataframe_records": [dict(churn_artifact.envelope.goldens[0].inputs)]}
+    found = {}
+    for share in ("0", "0.01"):
+        server = Store("dir", tmp_path, None).serve(
+            arch, tmp_path / f"share-{share}.log", DSC_ROLLOUT_COMPARE_SHARE=share
+        )
+        try:
+            # when 20 one-row requests are answered
+            with server.client() as client:
+                answered = {
+                    client.post("/invocations", json=row).headers["x-model-version"]
+                    for _ in range(20)
+                }
+            assert answered == {"2"}
+            found[share] = (
+                metric(server, "dsc_rollout_rows_compared_total"),
+                metric(server, "dsc_rollout_skipped_total"),
+            )
+        finally:
+            server.stop()
+    # then with no share none is compared, each counted as skipped; with 1% (idle) all are
+    assert found == {"0": (0.0, 20.0), "0.01": (20.0, 0.0)}
+
+
 def _oip(records: dict[str, Any]) -> dict[str, Any]:
     (row,) = records["dataframe_records"]
     return {
