@@ -11,21 +11,24 @@ request. Side by side, in the same run:
   column, or the ``[1, k]`` matrix tensor for the forest);
 
 then the stages of the invocations path timed alone (decode, score, encode, drift count,
-metrics, access line). ``--profile`` prints a cProfile of the invocations path.
+metrics, access line). ``--profile`` prints a cProfile of the invocations path. What
+uvicorn itself costs per request (parsing, the transport, building the scope) is the same
+for every app and is not here: ``bench/serve.py`` measures it over real sockets.
 
 ``--rollout`` measures instead what a rollout adds to a 1-row ``/invocations`` request of
 churn (a retrained candidate, requests without a routing key, as ``bench/serve.py
 --rollout-cost`` sends them): apps with no rollout (twice: the second is the A/A control,
-what two identical apps differ by), a canary at 0% (routing only), a canary at 20% and a
-shadow, taking turns for ``--rounds`` rounds; medians of CPU µs per request and their
-ratios to no rollout (``results/hotpath_rollout.json``). What
-uvicorn itself costs per request (parsing, the transport, building the scope) is the same
-for every app and is not here: ``bench/serve.py`` measures it over real sockets.
+what two identical apps differ by), a canary at 0% (routing only), a canary at 20% (with
+its comparisons, and without: ``DSC_ROLLOUT_COMPARE_SHARE=0``) and a shadow, taking turns
+for ``--rounds`` rounds; medians of CPU µs per request and their ratios to no rollout
+(``results/hotpath_rollout.json``).
 
     .venv/bin/python bench/hotpath.py [--requests 20000] [--profile] [--models churn,forest]
     .venv/bin/python bench/hotpath.py --rollout [--requests 10000] [--rounds 15]
 
-Not a test: timings are never asserted. Figures are CPU µs per request (``time.process_time``: on a shared machine, time spent descheduled is not counted), best of ``--rounds``.
+Not a test: timings are never asserted. Figures are CPU µs per request
+(``time.process_time``: on a shared machine, time spent descheduled is not counted), best
+of ``--rounds`` (``--rollout``: medians).
 """
 
 from __future__ import annotations
@@ -231,8 +234,10 @@ def rollout_cost(
         "none (A/A control)": {},
         "canary 0%": {"mode": "canary", "share": 0.0},
         "canary 20%": {"mode": "canary", "share": 0.2},
+        "canary 20%, not compared": {"mode": "canary", "share": 0.2},
         "shadow": {"mode": "shadow"},
     }
+    env = {"canary 20%, not compared": {"DSC_ROLLOUT_COMPARE_SHARE": "0"}}
     apps = {}
     for i, (mode, start) in enumerate(modes.items()):
         archive = Archive.open(work / f"rollout-{i}")
@@ -241,7 +246,7 @@ def rollout_cost(
         archive.promote("churn", 1, "production", by="bench")
         if start:
             rollout.start(archive, "churn", "production", 2, by="bench", **start)
-        settings = Settings.from_env({"DSC_ARCHIVE": archive.uri})
+        settings = Settings.from_env({"DSC_ARCHIVE": archive.uri, **env.get(mode, {})})
         app = create_app(ModelSet(archive, ["churn@production"], threads=1), settings)
         _, status = loop.run_until_complete(drive(app, "/invocations", body, 2000))
         assert status == 200, f"{mode}: {status}"

@@ -250,7 +250,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
-        "rollout_compare_share", ("DSC_ROLLOUT_COMPARE_SHARE",), "float", 0.01,
+        "rollout_compare_share", ("DSC_ROLLOUT_COMPARE_SHARE",), "float", 0.005,
         "the share of a server process's time a canary's comparisons may take (every cost "
         "counted); a busier process compares a sample and counts the rest in "
         "dsc_rollout_skipped_total. 0 compares no canary request (a shadow is always "

@@ -31,7 +31,7 @@ records the comparison and judges it.
   while the feeds are valid). Other requests keep the answering call's feeds, and the
   other version runs them in one call without validating again. Versions whose schemas
   differ score the decoded rows each. A canary compares within a :class:`Budget` of
-  ``DSC_ROLLOUT_COMPARE_SHARE`` of the process's time (1%): every request the candidate
+  ``DSC_ROLLOUT_COMPARE_SHARE`` of the process's time (0.5%): every request the candidate
   answered below saturation; beyond, the canary answers the same way and counts the
   comparisons beyond its budget as skipped (``dsc_rollout_skipped_total``).
 - **Where**: held requests are counted on the request thread that fills the block (or
@@ -252,8 +252,8 @@ class Budget:
     requests costs the serving version's scoring too (some 9 µs a one-row request in
     ``bench/hotpath.py``, every cost counted). While comparing all of them takes less
     than ``share`` of the time, the bucket never empties and every such request is
-    compared (a 20% canary of one-row requests: until the process is some two-thirds
-    busy); a busier process compares as many as ``share`` of its time allows and counts
+    compared (a 20% canary of one-row requests at the default 0.5%: until the process is
+    about a third busy); a busier process compares as many as ``share`` of its time allows and counts
     the others as skipped (``dsc_rollout_skipped_total``), so comparing costs a saturated
     process's throughput about ``share`` and no more. Approximate across threads by
     design: a race spends a comparison twice or not at all, never blocks a request."""
@@ -270,14 +270,22 @@ class Budget:
         self._at = clock()
 
     def allows(self) -> bool:
-        """Whether a comparison may start now."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.share)
-        self._at = now
+        """Whether a comparison may start now (the clock is read only when the bucket
+        looks empty: it is filled up to now by every :meth:`spend`)."""
+        if self._tokens > 0:
+            return True
+        self._fill()
         return self._tokens > 0
 
     def spend(self, seconds: float) -> None:
+        """Take what a comparison cost, once the bucket is filled up to now."""
+        self._fill()
         self._tokens -= seconds
+
+    def _fill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.share)
+        self._at = now
 
 
 class _Plan:
