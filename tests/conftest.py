@@ -10,6 +10,11 @@ import dscloud
 from dscloud import example
 from dscloud.archive import Archive
 from dscloud.envelope import Artifact
+from tests.moto_s3 import serialize_conditional_puts
+
+# moto's S3 conditional writes race where AWS's do not (tests/moto_s3.py): every test that
+# races writers against moto sees AWS's compare-and-swap.
+serialize_conditional_puts()
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,22 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
+from moto.s3.models import S3Backend
+from moto.s3.responses import S3Response
 
 import dscloud
 from dscloud.archive import Archive
 from dscloud.envelope import Artifact
 from dscloud.errors import ArchiveError
 from dscloud.stores import FILE_MODE, LocalStore
+from tests.moto_s3 import UNLOCKED_PUT
 
 #: The owner the archive is handed to, so the reader below is an "other" reader.
 OWNER_UID = 10001
@@ -145,3 +152,42 @@ def test_a_write_refused_is_an_archive_error(shared_dir: Path) -> None:
     # when / then
     with pytest.raises(ArchiveError, match=r"archive: cannot write .*models/churn"):
         store.create("models/churn/versions/1/model.onnx", b"x")
+
+
+def test_moto_still_lets_two_racing_conditional_writes_both_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gap tests/moto_s3.py works around: when this fails, moto made its conditional
+    writes atomic and the workaround can go."""
+    # given moto's own put_object, and two writers whose If-Match checks both pass before
+    # either writes
+    monkeypatch.setattr(S3Response, "put_object", UNLOCKED_PUT)
+    checked = threading.Barrier(2, timeout=10)
+    read = S3Backend.get_object
+
+    def get_object(self: S3Backend, *args: Any, **kwargs: Any) -> Any:
+        found = read(self, *args, **kwargs)
+        if threading.current_thread().name.startswith("racer"):
+            checked.wait()
+        return found
+
+    monkeypatch.setattr(S3Backend, "get_object", get_object)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    won: list[int] = []
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="race")
+        etag = client.put_object(Bucket="race", Key="alias.json", Body=b"0")["ETag"]
+
+        def write(i: int) -> None:
+            client.put_object(Bucket="race", Key="alias.json", Body=b"%d" % i, IfMatch=etag)
+            won.append(i)
+
+        racers = [threading.Thread(target=write, args=(i,), name=f"racer-{i}") for i in (1, 2)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=30)
+    # then both win: on AWS S3 one of them gets 412
+    assert sorted(won) == [1, 2]

@@ -428,8 +428,9 @@ class ModelServer:
         try:
             if target is None:
                 query = scope.get("query_string", b"")
-                chosen = parse_qs(query.decode("latin-1")).get("model", [""])[-1] if query else ""
-                live = self._invocation_model(chosen or None, model_header)
+                asked = parse_qs(query.decode("latin-1"), keep_blank_values=True) if query else {}
+                chosen = asked["model"][-1] if "model" in asked else None
+                live = self._invocation_model(chosen, model_header)
                 serving = live.scorer
             else:
                 live, serving = self.live(*target)
@@ -487,7 +488,13 @@ class ModelServer:
     def _invocation_model(self, query: str | None, header: str | None) -> LiveModel:
         """The model ``POST /invocations`` asked for (?model= or the header), or the only one.
 
-        Raises :class:`SchemaError` when the two name different models."""
+        Raises :class:`SchemaError` when the two name different models, or ``?model=``
+        names none."""
+        if query == "":
+            raise SchemaError(
+                f"?model= is empty; name one of the served models: {sorted(self.models.models)}",
+                field="model",
+            )
         if query and header and query != header:
             raise SchemaError(
                 f"?model={query} and the {MODEL_HEADER} header ({header!r}) name different "

@@ -120,6 +120,10 @@ def test_model_choice_when_several_are_served(
     by_header = client.post("/invocations", json=body, headers={"x-dsc-model": "strict"})
     assert by_header.json()["model"]["name"] == "strict"
     assert client.post("/invocations?model=nope", json=body).status_code == 404
+    # an empty ?model= names no model, even beside the header (schemathesis found it taken
+    # as absent): a 400 naming the field
+    empty = client.post("/invocations?model=", json=body, headers={"x-dsc-model": "strict"})
+    assert empty.status_code == 400 and "?model= is empty" in empty.json()["error"]
 
 
 def test_empty_batch_answers_no_predictions(client: httpx.Client) -> None:
