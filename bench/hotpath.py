@@ -50,7 +50,7 @@ from typing import Any
 import uvloop
 
 import dscloud
-from dscloud import example, rollout
+from dscloud import example
 from dscloud.archive import Archive
 from dscloud.live import ModelSet
 from dscloud.server import invocations
@@ -64,6 +64,7 @@ ROLLOUT_RESULTS = HERE / "results" / "hotpath_rollout.json"
 sys.path.insert(0, str(HERE))
 
 import ceiling  # noqa: E402
+import rollout_setup  # noqa: E402
 
 App = Callable[..., Any]
 _DATATYPE = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "string": "BYTES"}
@@ -217,41 +218,16 @@ def rollout_cost(
 ) -> dict[str, Any]:
     """CPU µs per 1-row request of churn through the app with each rollout (see the module
     docstring), medians of ``rounds`` turns, and each over no rollout."""
-    current = example.train(seed=0, rows=5000)
-    retrained = example.train(seed=0, rows=5000, C=0.01)
-    test = current.X_test.dropna()
-    artifacts = [
-        dscloud.package(ex.estimator, test.head(200), name="churn", training_data=ex.X_train)
-        for ex in (current, retrained)
-    ]
-    row = {
-        c: (v.item() if hasattr(v, "item") else v)
-        for c, v in test[example.FEATURES].iloc[0].items()
-    }
+    archives, row = rollout_setup.archives(work)
     body = split_body(example.FEATURES, row)
-    modes: dict[str, dict[str, Any]] = {
-        "none": {},
-        "none (A/A control)": {},
-        "canary 0%": {"mode": "canary", "share": 0.0},
-        "canary 20%": {"mode": "canary", "share": 0.2},
-        "canary 20%, not compared": {"mode": "canary", "share": 0.2},
-        "shadow": {"mode": "shadow"},
-    }
-    env = {"canary 20%, not compared": {"DSC_ROLLOUT_COMPARE_SHARE": "0"}}
     apps = {}
-    for i, (mode, start) in enumerate(modes.items()):
-        archive = Archive.open(work / f"rollout-{i}")
-        for artifact in artifacts:
-            dscloud.publish(artifact, archive)
-        archive.promote("churn", 1, "production", by="bench")
-        if start:
-            rollout.start(archive, "churn", "production", 2, by="bench", **start)
-        settings = Settings.from_env({"DSC_ARCHIVE": archive.uri, **env.get(mode, {})})
-        app = create_app(ModelSet(archive, ["churn@production"], threads=1), settings)
+    for mode, archive in archives.items():
+        env = {"DSC_ARCHIVE": archive.uri, **rollout_setup.ENV.get(mode, {})}
+        app = create_app(ModelSet(archive, ["churn@production"], threads=1), Settings.from_env(env))
         _, status = loop.run_until_complete(drive(app, "/invocations", body, 2000))
         assert status == 200, f"{mode}: {status}"
         apps[mode] = app
-    runs: dict[str, list[float]] = {mode: [] for mode in modes}
+    runs: dict[str, list[float]] = {mode: [] for mode in apps}
     for _ in range(rounds):
         for mode, app in apps.items():
             # The canary's budget fills with wall time, most of which the other apps take

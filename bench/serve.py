@@ -50,12 +50,16 @@ from typing import Any
 import httpx
 
 import dscloud
-from dscloud import example, rollout
+from dscloud import example
 from dscloud.archive import Archive
 from dscloud.scorer import Scorer
 from dscloud.server.invocations import decode_invocations, encode_invocations
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import rollout_setup  # noqa: E402
+
 ROOT = HERE.parent
 MLFLOW_VENV = HERE / ".venv-mlflow"
 MLSERVER_VENV = HERE / ".venv-mlserver"
@@ -496,40 +500,12 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     a fifth of them are answered by the candidate and then also scored by the serving
     version after the answer is sent. In shadow every request runs the candidate after
     its answer is sent."""
-    current = example.train(seed=0, rows=5000)
-    retrained = example.train(seed=0, rows=5000, C=0.01)
-    test = current.X_test.dropna()
-    artifacts = [
-        dscloud.package(ex.estimator, test.head(200), name="churn", training_data=ex.X_train)
-        for ex in (current, retrained)
-    ]
-    row = {
-        c: (v.item() if hasattr(v, "item") else v)
-        for c, v in test[example.FEATURES].iloc[0].items()
-    }
-    one = split_body([row], example.FEATURES)
-    modes: dict[str, dict[str, Any]] = {
-        "none": {},
-        "none (A/A control)": {},
-        "canary 0%": {"mode": "canary", "share": 0.0},
-        "canary 20%": {"mode": "canary", "share": 0.2},
-        "canary 20%, not compared": {"mode": "canary", "share": 0.2},
-        "shadow": {"mode": "shadow"},
-    }
-    # the control of what comparing costs a canary: the same routing, no comparison
-    env = {"canary 20%, not compared": {"DSC_ROLLOUT_COMPARE_SHARE": "0"}}
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in rollout_setup.MODES}
     with tempfile.TemporaryDirectory(prefix="dsc-bench-rollout-") as tmp:
         work = Path(tmp)
-        archives = {}
-        for i, (mode, start) in enumerate(modes.items()):
-            archive = Archive.open(work / f"archive-{i}")
-            for artifact in artifacts:
-                dscloud.publish(artifact, archive)
-            archive.promote("churn", 1, "production", by="bench")
-            if start:
-                rollout.start(archive, "churn", "production", 2, by="bench", **start)
-            archives[mode] = archive.uri
+        built, row = rollout_setup.archives(work)
+        one = split_body([row], example.FEATURES)
+        archives = {mode: archive.uri for mode, archive in built.items()}
         for r in range(rounds):
             for mode, uri in archives.items():
                 port = free_port()
@@ -540,7 +516,7 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
                         **os.environ,
                         "DSC_ARCHIVE": uri,
                         "DSC_REFRESH_SECONDS": "30",
-                        **env.get(mode, {}),
+                        **rollout_setup.ENV.get(mode, {}),
                     },
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -569,7 +545,7 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
             "c1_p50_ms": median(mode, "c1", "p50_ms"),
             "errors": sum(run[load]["errors"] for run in runs[mode] for load in ("c1", "c16")),
         }
-        for mode in modes
+        for mode in rollout_setup.MODES
     }
     base = summary["none"]
     for figures in summary.values():
