@@ -253,9 +253,9 @@ class Budget:
     ``bench/hotpath.py``, every cost counted). While comparing all of them takes less
     than ``share`` of the time, the bucket never empties and every such request is
     compared (a 20% canary of one-row requests at the default 0.5%: until the process is
-    about a third busy); a busier process compares as many as ``share`` of its time allows and counts
-    the others as skipped (``dsc_rollout_skipped_total``), so comparing costs a saturated
-    process's throughput about ``share`` and no more. Approximate across threads by
+    about a third busy); a busier process compares as many as ``share`` of its time
+    allows and counts the others as skipped (``dsc_rollout_skipped_total``), so comparing
+    costs a saturated process's throughput about ``share`` and no more. Approximate across threads by
     design: a race spends a comparison twice or not at all, never blocks a request."""
 
     def __init__(

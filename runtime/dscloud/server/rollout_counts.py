@@ -87,10 +87,15 @@ class RolloutCounts:
         the other version's when it was timed (else None)."""
         with self.lock:
             self.held[by_candidate].add(batch, seconds)
-            self.pending_requests += 1
-            self.pending_rows += 1
-            if self.pending_requests >= PENDING or self.pending_rows >= PENDING_ROWS:
-                self._count_pending()
+            self._pend(1)
+
+    def _pend(self, rows: int) -> None:
+        """One more request of ``rows`` held or pending (under the lock): count them all
+        once :data:`PENDING` requests or :data:`PENDING_ROWS` rows wait."""
+        self.pending_requests += 1
+        self.pending_rows += rows
+        if self.pending_requests >= PENDING or self.pending_rows >= PENDING_ROWS:
+            self._count_pending()
 
     def add(
         self,
@@ -106,10 +111,7 @@ class RolloutCounts:
                 self.window.add(current, None, seconds=seconds, n_rows=batch.n_rows)
                 return
             self.pending.append((current, candidate, batch, *seconds))
-            self.pending_requests += 1
-            self.pending_rows += batch.n_rows
-            if self.pending_requests >= PENDING or self.pending_rows >= PENDING_ROWS:
-                self._count_pending()
+            self._pend(batch.n_rows)
 
     def _count_pending(self) -> None:
         """Count the held requests (under the lock): the held one-row requests of each kind
