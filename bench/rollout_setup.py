@@ -12,7 +12,7 @@ import dscloud
 from dscloud import example, rollout
 from dscloud.archive import Archive
 
-__all__ = ["ENV", "MODES", "archives"]
+__all__ = ["ENV", "MODES", "OTHER_MODEL", "TWO_MODELS", "archives", "two_models"]
 
 #: Each mode's rollout of churn@2 behind churn@production ({}: none).
 MODES: dict[str, dict[str, Any]] = {
@@ -28,12 +28,41 @@ MODES: dict[str, dict[str, Any]] = {
 ENV: dict[str, dict[str, str]] = {"canary 20%, not compared": {"DSC_ROLLOUT_COMPARE_SHARE": "0"}}
 
 
+#: The control of what serving two models costs one process, whatever serves them: a
+#: server without a rollout serving churn and the candidate's model under its own name,
+#: with the share of requests that name the second (``?model=``). A canary is such a
+#: server (two versions, a fifth of the requests answered by the second); what a canary
+#: adds beyond it is the rollout's own cost.
+TWO_MODELS: dict[str, float] = {"two models, 100/0": 0.0, "two models, 80/20": 0.2}
+#: The name the candidate's model is served under beside churn in :data:`TWO_MODELS`.
+OTHER_MODEL = "churn-retrained"
+
+
+def _trained() -> tuple[Any, Any, Any]:
+    """churn's model on production, the retrained candidate, and their test rows."""
+    current = example.train(seed=0, rows=5000)
+    retrained = example.train(seed=0, rows=5000, C=0.01)
+    return current, retrained, current.X_test.dropna()
+
+
+def two_models(work: Path) -> Archive:
+    """The archive of :data:`TWO_MODELS`' server: churn@production (churn's version 1) and
+    ``OTHER_MODEL``@production (the retrained model), no rollout."""
+    current, retrained, test = _trained()
+    archive = Archive.open(work / "archive-two-models")
+    for ex, name in ((current, "churn"), (retrained, OTHER_MODEL)):
+        artifact = dscloud.package(
+            ex.estimator, test.head(200), name=name, training_data=ex.X_train
+        )
+        dscloud.publish(artifact, archive)
+        archive.promote(name, 1, "production", by="bench")
+    return archive
+
+
 def archives(work: Path) -> tuple[dict[str, Archive], dict[str, Any]]:
     """One archive per mode under ``work``: churn@1 on production, a retrained churn@2 and
     the mode's rollout; and one test row of churn (JSON values), the request's row."""
-    current = example.train(seed=0, rows=5000)
-    retrained = example.train(seed=0, rows=5000, C=0.01)
-    test = current.X_test.dropna()
+    current, retrained, test = _trained()
     artifacts = [
         dscloud.package(ex.estimator, test.head(200), name="churn", training_data=ex.X_train)
         for ex in (current, retrained)

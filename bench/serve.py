@@ -17,7 +17,7 @@ bench/serve.md quotes the figures.
     .venv/bin/python bench/serve.py [--seconds 8]      # measure, write results/serve.json
     .venv/bin/python bench/serve.py --report           # the tables of bench/serve.md
     .venv/bin/python bench/serve.py --in-process       # only raw, core and request path
-    .venv/bin/python bench/serve.py --rollout-cost     # rollouts alone (results/rollout.json)
+    .venv/bin/python bench/serve.py --rollout-cost --seconds 5  # rollouts alone (results/rollout.json)
 
 Needs `wrk` (apt-get install wrk), an MLflow venv with the same scikit-learn
 (bench/.venv-mlflow: `python3.11 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip
@@ -50,10 +50,11 @@ from typing import Any
 import httpx
 
 import dscloud
-from dscloud import example
+from dscloud import example, rollout
 from dscloud.archive import Archive
 from dscloud.scorer import Scorer
 from dscloud.server.invocations import decode_invocations, encode_invocations
+from dscloud.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -65,6 +66,8 @@ MLFLOW_VENV = HERE / ".venv-mlflow"
 MLSERVER_VENV = HERE / ".venv-mlserver"
 RESULTS = HERE / "results" / "serve.json"
 ROLLOUT_RESULTS = HERE / "results" / "rollout.json"
+#: ``--rollout-cost``: the CPU its servers are pinned to, and the one wrk runs on.
+SERVER_CPU, LOAD_CPU = 0, 1
 BATCH_ROWS = 1000
 
 
@@ -90,8 +93,8 @@ def wait_http(
     raise RuntimeError(f"{url}: not ready after {timeout}s")
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (workers included)."""
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (workers included)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -100,10 +103,18 @@ def tree_rss(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
         todo.extend(children.get(p, []))
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (workers included)."""
+    total = 0
+    for p in tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -111,6 +122,18 @@ def tree_rss(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) spent so far by ``pid`` and its descendants."""
+    ticks = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -138,15 +161,48 @@ end
 """
 
 
-def wrk(url: str, body: bytes, *, connections: int, seconds: float, work: Path) -> dict[str, Any]:
-    """Requests/s, latency percentiles (ms) and error count of one wrk run."""
+#: ``wrk``'s script when requests name one of two models at random: ``?model=`` is
+#: ``$MODEL_B`` with probability ``$SHARE_B``, else ``$MODEL_A``.
+WRK_MIX = (
+    WRK_SCRIPT
+    + """
+local share_b = tonumber(os.getenv("SHARE_B"))
+local model_a, model_b = os.getenv("MODEL_A"), os.getenv("MODEL_B")
+local path = os.getenv("PATH_ONLY")
+request = function()
+  local model = model_a
+  if math.random() < share_b then model = model_b end
+  return wrk.format(nil, path .. "?model=" .. model)
+end
+"""
+)
+
+
+def wrk(
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    work: Path,
+    cpu: int | None = None,
+    mix: tuple[str, str, float] | None = None,
+) -> dict[str, Any]:
+    """Requests/s, latency percentiles (ms) and error count of one wrk run (on one thread
+    pinned to ``cpu`` when it is given). ``mix``: two model names and the share of
+    requests that name the second (:data:`WRK_MIX`)."""
     body_file = work / f"body-{len(body)}.json"
     body_file.write_bytes(body)
-    script = work / "post.lua"
-    script.write_text(WRK_SCRIPT)
-    threads = min(connections, 2)
+    script = work / ("post.lua" if mix is None else "mix.lua")
+    script.write_text(WRK_SCRIPT if mix is None else WRK_MIX)
+    env = {**os.environ, "BODY_FILE": str(body_file)}
+    if mix is not None:
+        env.update(MODEL_A=mix[0], MODEL_B=mix[1], SHARE_B=str(mix[2]))
+        env["PATH_ONLY"] = "/" + url.split("/", 3)[3]
+    threads = min(connections, 2) if cpu is None else 1
     out = subprocess.run(
         [
+            *([] if cpu is None else ["taskset", "-c", str(cpu)]),
             "wrk",
             f"-t{threads}",
             f"-c{connections}",
@@ -157,7 +213,7 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: float, work: Path) 
             str(script),
             url,
         ],
-        env={**os.environ, "BODY_FILE": str(body_file)},
+        env=env,
         capture_output=True,
         text=True,
         check=True,
@@ -487,76 +543,206 @@ def in_process(
 
 
 def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
-    """1-row requests/s at c=16 (and p50 at c=1) of `dsc serve` (1 worker) following churn
-    with no rollout, a canary at 0% (routing only), a 20% canary (with its comparisons,
-    and without: ``DSC_ROLLOUT_COMPARE_SHARE=0``) and a shadow of a retrained candidate,
-    and each over no rollout. A second server with no rollout is the
-    A/A control: what two identical servers differ by in this run, the noise a rollout's
-    cost must stand out of to be measurable. Servers take turns for ``rounds`` rounds and
-    each figure is the median of its rounds, so that a load change on the machine hits
-    all alike.
+    """What a rollout costs `dsc serve` (1 worker) following churn@production, measured
+    inside one server process per mode: the process serves ``seconds`` of 1-row requests
+    at c=16 without a rollout, then with the mode's rollout (started on the alias, which
+    the server follows within its 0.5 s poll), and so on, ``rounds`` pairs in ABBA order.
+    Each pair gives the mode's CPU µs per request less the no-rollout phase's (``/proc``:
+    the process and its threads) and its requests/s over theirs; each figure is the
+    median of the pairs.
 
-    Requests carry no routing key, so the canary picks by request id (made per request):
-    a fifth of them are answered by the candidate and then also scored by the serving
-    version after the answer is sent. In shadow every request runs the candidate after
-    its answer is sent."""
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in rollout_setup.MODES}
+    Why inside one process: two server processes of the same code differ by up to 5% in
+    CPU per request (their memory layout), more than a canary costs; inside one process
+    that difference cancels.
+
+    The modes: a canary at 0% (routing only: every request hashed, the serving version
+    answers all); a 20% canary; the same canary in a process with
+    ``DSC_ROLLOUT_COMPARE_SHARE=0`` (routed the same, never compared: the control of
+    what comparing costs); a shadow; no rollout in both phases (the **A/A control**: the
+    noise a cost must stand out of to be measurable); and, without any rollout, a server
+    of churn and of the candidate's model under its own name, whose requests name the
+    second model never and then one time in five (``?model=``, :data:`WRK_MIX`): what
+    serving two models in that mix costs a process, whatever serves them.
+
+    The server is pinned to one CPU and wrk to the other (``taskset``). Requests carry no
+    routing key, so the canary routes by the request id it makes per request."""
     with tempfile.TemporaryDirectory(prefix="dsc-bench-rollout-") as tmp:
         work = Path(tmp)
         built, row = rollout_setup.archives(work)
         one = split_body([row], example.FEATURES)
-        archives = {mode: archive.uri for mode, archive in built.items()}
-        for r in range(rounds):
-            for mode, uri in archives.items():
-                port = free_port()
-                argv = [str(ROOT / ".venv/bin/dsc"), "serve", "churn@production"]
-                proc = subprocess.Popen(
-                    [*argv, "--port", str(port)],
-                    env={
-                        **os.environ,
-                        "DSC_ARCHIVE": uri,
-                        "DSC_REFRESH_SECONDS": "30",
-                        **rollout_setup.ENV.get(mode, {}),
-                    },
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                try:
-                    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-                    url = f"http://127.0.0.1:{port}/invocations"
-                    check_answer(url, one, 1)
-                    wrk(url, one, connections=4, seconds=1, work=work)  # warm up
-                    c1 = wrk(url, one, connections=1, seconds=seconds, work=work)
-                    c16 = wrk(url, one, connections=16, seconds=seconds, work=work)
-                    compared = _compared(port)
-                finally:
-                    stop(proc)
-                run = {"c1": c1, "c16": c16, "rows_compared": compared}
-                runs[mode].append(run)
-                print(f"  round {r + 1}, rollout {mode}: {json.dumps(run)}", flush=True)
+        two = rollout_setup.two_models(work)
+        pairs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for mode, start in rollout_setup.MODES.items():
+            if mode == "none":
+                continue
+            archive = built[mode]
+            env = rollout_setup.ENV.get(mode, {})
+            phases = (_Phase(archive, None), _Phase(archive, start or None))
+            pairs[mode] = _paired(
+                archive.uri, ["churn@production"], env, phases, rounds, seconds, work, one
+            )
+        both = ["churn@production", f"{rollout_setup.OTHER_MODEL}@production"]
+        mixes = [("churn", rollout_setup.OTHER_MODEL, share) for share in (0.0, 0.2)]
+        phases = (_Phase(two, None, mixes[0]), _Phase(two, None, mixes[1]))
+        pairs["two models, 80/20 over 100/0"] = _paired(
+            two.uri, both, {}, phases, rounds, seconds, work, one
+        )
 
-    def median(mode: str, load: str, key: str) -> float:
-        return float(statistics.median(run[load][key] for run in runs[mode]))
-
-    summary = {
-        mode: {
-            "c16_rps": median(mode, "c16", "requests_per_s"),
-            "c1_p50_ms": median(mode, "c1", "p50_ms"),
-            "errors": sum(run[load]["errors"] for run in runs[mode] for load in ("c1", "c16")),
-        }
-        for mode in rollout_setup.MODES
-    }
-    base = summary["none"]
-    for figures in summary.values():
-        figures["c16_rps_x"] = round(figures["c16_rps"] / base["c16_rps"], 3)
-        figures["c1_p50_x"] = round(figures["c1_p50_ms"] / base["c1_p50_ms"], 3)
-    for mode, figures in summary.items():  # each round against no rollout in the same round
-        figures["c16_rps_x_rounds"] = [
-            round(run["c16"]["requests_per_s"] / none["c16"]["requests_per_s"], 3)
-            for run, none in zip(runs[mode], runs["none"], strict=True)
+    summary: dict[str, dict[str, Any]] = {}
+    for mode, runs in pairs.items():
+        base, treated = runs["base"], runs["mode"]
+        extra = [t["cpu_us"] - b["cpu_us"] for b, t in zip(base, treated, strict=True)]
+        ratio = [
+            t["requests_per_s"] / b["requests_per_s"] for b, t in zip(base, treated, strict=True)
         ]
-    return {"seconds_per_run": seconds, "rounds": rounds, "summary": summary, "runs": runs}
+        summary[mode] = {
+            "cpu_us_base": round(statistics.median(b["cpu_us"] for b in base), 2),
+            "cpu_us_extra": round(statistics.median(extra), 2),
+            "cpu_x": round(
+                statistics.median(
+                    t["cpu_us"] / b["cpu_us"] for b, t in zip(base, treated, strict=True)
+                ),
+                3,
+            ),
+            "c16_rps_x": round(statistics.median(ratio), 3),
+            "c16_p50_x": round(
+                statistics.median(
+                    t["p50_ms"] / b["p50_ms"] for b, t in zip(base, treated, strict=True)
+                ),
+                3,
+            ),
+            "cpu_us_extra_pairs": [round(x, 2) for x in extra],
+            "c16_rps_x_pairs": [round(x, 3) for x in ratio],
+            "rows_compared": treated[-1]["rows_compared"],
+            "errors": sum(r["errors"] for r in (*base, *treated)),
+        }
+    return {
+        "seconds_per_phase": seconds,
+        "pairs": rounds,
+        "summary": summary,
+        "budget": _rollout_budget(summary),
+        "runs": pairs,
+    }
+
+
+#: The rollout's own cost a 20% canary may add to a saturated one-row server's CPU per
+#: request: routing and comparing, beyond serving its two models (docs/rollout.md).
+ROLLOUT_OWN_BUDGET = 0.02
+
+
+def _rollout_budget(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The canary's cost against the budget docs/rollout.md states: its own part (the 20%
+    canary's extra CPU less the two-model control's) within :data:`ROLLOUT_OWN_BUDGET`,
+    and comparing (compared less never compared) within ``DSC_ROLLOUT_COMPARE_SHARE``."""
+    canary, two = summary["canary 20%"], summary["two models, 80/20 over 100/0"]
+    base = canary["cpu_us_base"]
+    own = canary["cpu_us_extra"] - two["cpu_us_extra"]
+    comparing = canary["cpu_us_extra"] - summary["canary 20%, not compared"]["cpu_us_extra"]
+    share = Settings.rollout_compare_share
+    budget = {
+        "rollout_own_cpu_us": round(own, 2),
+        "rollout_own_share": round(own / base, 4),
+        "rollout_own_within": own / base <= ROLLOUT_OWN_BUDGET,
+        "comparing_share": round(comparing / base, 4),
+        "comparing_within": comparing / base <= share,
+    }
+    print(f"rollout budget: {json.dumps(budget)}", flush=True)
+    return budget
+
+
+class _Phase:
+    """What a server serves in one phase of :func:`rollout_cost`: the rollout its alias
+    runs (None: none) and the ``?model=`` mix wrk sends (None: no ``?model=``)."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        start: dict[str, Any] | None,
+        mix: tuple[str, str, float] | None = None,
+    ) -> None:
+        self.archive, self.start, self.mix = archive, start, mix
+
+    def apply(self, port: int) -> None:
+        """Start or abort the rollout, and wait until the server follows it."""
+        _, running = rollout.status(self.archive, "churn", "production")
+        if running is not None and self.start is None:
+            rollout.abort(self.archive, "churn", "production", reason="bench phase", by="bench")
+        want = None
+        if self.start is not None:
+            if running is not None:
+                rollout.abort(self.archive, "churn", "production", reason="bench phase", by="bench")
+            want = rollout.start(
+                self.archive, "churn", "production", 2, by="bench", **self.start
+            ).id
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            meta = httpx.get(f"http://127.0.0.1:{port}/v2/models/churn", timeout=10).json()
+            seen = (meta.get("parameters") or {}).get("rollout")
+            if (want is None and seen is None) or (
+                want is not None and seen and seen.get("candidate_ready") and seen.get("id") == want
+            ):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the server did not follow rollout {want} within 60 s")
+
+
+def _paired(
+    uri: str,
+    refs: list[str],
+    env: dict[str, str],
+    phases: tuple[_Phase, _Phase],
+    pairs: int,
+    seconds: float,
+    work: Path,
+    one: bytes,
+) -> dict[str, list[dict[str, Any]]]:
+    """One server of ``refs`` from ``uri`` pinned to :data:`SERVER_CPU`, serving ``pairs``
+    pairs of ``phases`` (base, mode) in ABBA order, wrk on :data:`LOAD_CPU`: each phase's
+    c=16 result with its CPU µs per request."""
+    port = free_port()
+    argv = [str(ROOT / ".venv/bin/dsc"), "serve", *refs, "--port", str(port)]
+    proc = subprocess.Popen(
+        ["taskset", "-c", str(SERVER_CPU), *argv],
+        env={
+            **os.environ,
+            "DSC_ARCHIVE": uri,
+            "DSC_REFRESH_SECONDS": "0.5",
+            "DSC_ROLLOUT_WINDOW_SECONDS": "3600",
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"base": [], "mode": []}
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+        url = f"http://127.0.0.1:{port}/invocations"
+        for phase in phases:
+            phase.apply(port)
+            check_answer(url if phase.mix is None else f"{url}?model={phase.mix[1]}", one, 1)
+            wrk(url, one, connections=16, seconds=2, work=work, cpu=LOAD_CPU, mix=phase.mix)
+        for i in range(pairs):
+            order = (("base", phases[0]), ("mode", phases[1]))
+            for which, phase in order if i % 2 == 0 else order[::-1]:
+                phase.apply(port)
+                cpu = tree_cpu(proc.pid)
+                c16 = wrk(
+                    url,
+                    one,
+                    connections=16,
+                    seconds=seconds,
+                    work=work,
+                    cpu=LOAD_CPU,
+                    mix=phase.mix,
+                )
+                c16["cpu_us"] = round((tree_cpu(proc.pid) - cpu) / c16["requests"] * 1e6, 2)
+                c16["rows_compared"] = _compared(port)
+                runs[which].append(c16)
+                print(f"  {refs} {which} pair {i + 1}: {json.dumps(c16)}", flush=True)
+    finally:
+        stop(proc)
+    return runs
 
 
 def _compared(port: int) -> int:
@@ -591,7 +777,12 @@ def main() -> int:
         help="measure only the cost of a canary and a shadow rollout (results/rollout.json)",
     )
     ap.add_argument("--no-rollout", action="store_true", help="skip the rollout cost")
-    ap.add_argument("--rounds", type=int, default=3, help="turns of the rollout cost's servers")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="the rollout cost's pairs of phases (no rollout, rollout) per server",
+    )
     args = ap.parse_args()
     if args.rollout_cost:
         cost = rollout_cost(args.seconds, args.rounds)

@@ -95,12 +95,16 @@ ROUTE_KEY_HEADER = "x-dsc-route-key"
 REQUEST_ID_HEADER = "x-request-id"
 #: Comparisons of large bodies running on worker threads at once, per process.
 BACKGROUND = 2
-#: What a compared request costs besides the calls it times: the trial, the timing of the
-#: answering call, holding the request. Measured in process (``bench/hotpath.py``'s
-#: driver: a canary at 100% with and without comparisons, less what the trials timed);
-#: charged to the :class:`Budget` with every comparison, so that the budget bounds the
-#: whole cost. A slower machine spends somewhat more than the budget, a faster one less.
-TRIAL_BOOKKEEPING = 5e-6
+#: What a compared request costs a server besides the calls it times: the trial, the
+#: timing of the answering call, holding the request, and what all of it does to the
+#: caches of the request path around it. Measured in a server over sockets
+#: (``bench/serve.py --rollout-cost``: a 20% canary's CPU per request less the same
+#: canary's never compared): charged 5 µs, comparing took 1.1% of the server's time
+#: against a 0.5% share, some 19 µs a comparison of which the trials time 4; charged
+#: 15 µs, it takes 0.25 to 0.55%. Charged to the :class:`Budget` with every comparison, so
+#: that the budget bounds the whole cost. A slower machine spends somewhat more than the
+#: budget, a faster one less.
+TRIAL_BOOKKEEPING = 15e-6
 _MAX_ID = 128
 
 
@@ -249,14 +253,15 @@ class Budget:
     :data:`TRIAL_BOOKKEEPING`).
 
     A canary answers its part of the traffic with the candidate anyway; comparing those
-    requests costs the serving version's scoring too (some 9 µs a one-row request in
-    ``bench/hotpath.py``, every cost counted). While comparing all of them takes less
-    than ``share`` of the time, the bucket never empties and every such request is
-    compared (a 20% canary of one-row requests at the default 0.5%: until the process is
-    about a third busy); a busier process compares as many as ``share`` of its time
-    allows and counts the others as skipped (``dsc_rollout_skipped_total``), so comparing
-    costs a saturated process's throughput about ``share`` and no more. Approximate across threads by
-    design: a race spends a comparison twice or not at all, never blocks a request."""
+    requests costs the serving version's scoring too (some 19 µs a one-row request in a
+    server, every cost counted). While comparing all of them takes less than ``share`` of
+    the time, the bucket never empties and every such request is compared (a 20% canary
+    of one-row requests at the default 0.5%: until the process is about a fifth busy); a
+    busier process compares some 260 requests a second, as many as ``share`` of its time
+    allows, and counts the others as skipped (``dsc_rollout_skipped_total``), so comparing
+    costs a saturated process about ``share`` of its throughput and no more (measured:
+    ``bench/serve.py --rollout-cost``). Approximate across threads by design: a race
+    spends a comparison twice or not at all, never blocks a request."""
 
     def __init__(
         self,
