@@ -12,7 +12,7 @@ import dscloud
 from dscloud import example, rollout
 from dscloud.archive import Archive
 
-__all__ = ["ENV", "MODES", "OTHER_MODEL", "TWO_MODELS", "archives", "two_models"]
+__all__ = ["ENV", "MODES", "OTHER_MODEL", "TWO_MODEL_SHARES", "archives", "two_models"]
 
 #: Each mode's rollout of churn@2 behind churn@production ({}: none).
 MODES: dict[str, dict[str, Any]] = {
@@ -30,11 +30,11 @@ ENV: dict[str, dict[str, str]] = {"canary 20%, not compared": {"DSC_ROLLOUT_COMP
 
 #: The control of what serving two models costs one process, whatever serves them: a
 #: server without a rollout serving churn and the candidate's model under its own name,
-#: with the share of requests that name the second (``?model=``). A canary is such a
-#: server (two versions, a fifth of the requests answered by the second); what a canary
-#: adds beyond it is the rollout's own cost.
-TWO_MODELS: dict[str, float] = {"two models, 100/0": 0.0, "two models, 80/20": 0.2}
-#: The name the candidate's model is served under beside churn in :data:`TWO_MODELS`.
+#: its requests naming the second never, then this share of the time (``?model=``). A
+#: canary is such a server (two versions, a fifth of the requests answered by the
+#: second); what a canary adds beyond it is the rollout's own cost.
+TWO_MODEL_SHARES = (0.0, 0.2)
+#: The name the candidate's model is served under beside churn in that control.
 OTHER_MODEL = "churn-retrained"
 
 
@@ -46,8 +46,8 @@ def _trained() -> tuple[Any, Any, Any]:
 
 
 def two_models(work: Path) -> Archive:
-    """The archive of :data:`TWO_MODELS`' server: churn@production (churn's version 1) and
-    ``OTHER_MODEL``@production (the retrained model), no rollout."""
+    """The archive of the :data:`TWO_MODEL_SHARES` control's server: churn@production
+    (churn's version 1) and ``OTHER_MODEL``@production (the retrained model), no rollout."""
     current, retrained, test = _trained()
     archive = Archive.open(work / "archive-two-models")
     for ex, name in ((current, "churn"), (retrained, OTHER_MODEL)):

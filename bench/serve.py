@@ -17,7 +17,7 @@ bench/serve.md quotes the figures.
     .venv/bin/python bench/serve.py [--seconds 8]      # measure, write results/serve.json
     .venv/bin/python bench/serve.py --report           # the tables of bench/serve.md
     .venv/bin/python bench/serve.py --in-process       # only raw, core and request path
-    .venv/bin/python bench/serve.py --rollout-cost --seconds 5  # rollouts alone (results/rollout.json)
+    .venv/bin/python bench/serve.py --rollout-cost --seconds 5  # rollouts (results/rollout.json)
 
 Needs `wrk` (apt-get install wrk), an MLflow venv with the same scikit-learn
 (bench/.venv-mlflow: `python3.11 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip
@@ -551,9 +551,9 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     the process and its threads) and its requests/s over theirs; each figure is the
     median of the pairs.
 
-    Why inside one process: two server processes of the same code differ by up to 5% in
-    CPU per request (their memory layout), more than a canary costs; inside one process
-    that difference cancels.
+    Why inside one process: two server processes of the same code differ by several
+    percent in CPU per request (their memory layout, among what differs between
+    processes), more than a canary costs; inside one process that difference cancels.
 
     The modes: a canary at 0% (routing only: every request hashed, the serving version
     answers all); a 20% canary; the same canary in a process with
@@ -582,7 +582,7 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
                 archive.uri, ["churn@production"], env, phases, rounds, seconds, work, one
             )
         both = ["churn@production", f"{rollout_setup.OTHER_MODEL}@production"]
-        mixes = [("churn", rollout_setup.OTHER_MODEL, share) for share in (0.0, 0.2)]
+        mixes = [("churn", rollout_setup.OTHER_MODEL, x) for x in rollout_setup.TWO_MODEL_SHARES]
         phases = (_Phase(two, None, mixes[0]), _Phase(two, None, mixes[1]))
         pairs["two models, 80/20 over 100/0"] = _paired(
             two.uri, both, {}, phases, rounds, seconds, work, one
