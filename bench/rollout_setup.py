@@ -45,16 +45,18 @@ def _trained() -> tuple[Any, Any, Any]:
     return current, retrained, current.X_test.dropna()
 
 
+def _package(ex: Any, test: Any, name: str) -> Any:
+    """``ex``'s model packaged as ``name``, with goldens from ``test``."""
+    return dscloud.package(ex.estimator, test.head(200), name=name, training_data=ex.X_train)
+
+
 def two_models(work: Path) -> Archive:
     """The archive of the :data:`TWO_MODEL_SHARES` control's server: churn@production
     (churn's version 1) and ``OTHER_MODEL``@production (the retrained model), no rollout."""
     current, retrained, test = _trained()
     archive = Archive.open(work / "archive-two-models")
     for ex, name in ((current, "churn"), (retrained, OTHER_MODEL)):
-        artifact = dscloud.package(
-            ex.estimator, test.head(200), name=name, training_data=ex.X_train
-        )
-        dscloud.publish(artifact, archive)
+        dscloud.publish(_package(ex, test, name), archive)
         archive.promote(name, 1, "production", by="bench")
     return archive
 
@@ -63,10 +65,7 @@ def archives(work: Path) -> tuple[dict[str, Archive], dict[str, Any]]:
     """One archive per mode under ``work``: churn@1 on production, a retrained churn@2 and
     the mode's rollout; and one test row of churn (JSON values), the request's row."""
     current, retrained, test = _trained()
-    artifacts = [
-        dscloud.package(ex.estimator, test.head(200), name="churn", training_data=ex.X_train)
-        for ex in (current, retrained)
-    ]
+    artifacts = [_package(ex, test, "churn") for ex in (current, retrained)]
     row = {
         c: (v.item() if hasattr(v, "item") else v)
         for c, v in test[example.FEATURES].iloc[0].items()

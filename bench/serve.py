@@ -591,26 +591,13 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
     summary: dict[str, dict[str, Any]] = {}
     for mode, runs in pairs.items():
         base, treated = runs["base"], runs["mode"]
-        extra = [t["cpu_us"] - b["cpu_us"] for b, t in zip(base, treated, strict=True)]
-        ratio = [
-            t["requests_per_s"] / b["requests_per_s"] for b, t in zip(base, treated, strict=True)
-        ]
+        extra, ratio = _per_pair(runs, "cpu_us", diff=True), _per_pair(runs, "requests_per_s")
         summary[mode] = {
             "cpu_us_base": round(statistics.median(b["cpu_us"] for b in base), 2),
             "cpu_us_extra": round(statistics.median(extra), 2),
-            "cpu_x": round(
-                statistics.median(
-                    t["cpu_us"] / b["cpu_us"] for b, t in zip(base, treated, strict=True)
-                ),
-                3,
-            ),
+            "cpu_x": round(statistics.median(_per_pair(runs, "cpu_us")), 3),
             "c16_rps_x": round(statistics.median(ratio), 3),
-            "c16_p50_x": round(
-                statistics.median(
-                    t["p50_ms"] / b["p50_ms"] for b, t in zip(base, treated, strict=True)
-                ),
-                3,
-            ),
+            "c16_p50_x": round(statistics.median(_per_pair(runs, "p50_ms")), 3),
             "cpu_us_extra_pairs": [round(x, 2) for x in extra],
             "c16_rps_x_pairs": [round(x, 3) for x in ratio],
             "rows_compared": treated[-1]["rows_compared"],
@@ -623,6 +610,14 @@ def rollout_cost(seconds: float, rounds: int = 3) -> dict[str, Any]:
         "budget": _rollout_budget(summary),
         "runs": pairs,
     }
+
+
+def _per_pair(runs: dict[str, list[dict[str, Any]]], key: str, diff: bool = False) -> list[float]:
+    """``key`` of each pair's mode phase over (``diff``: less) its base phase's."""
+    return [
+        t[key] - b[key] if diff else t[key] / b[key]
+        for b, t in zip(runs["base"], runs["mode"], strict=True)
+    ]
 
 
 #: The rollout's own cost a 20% canary may add to a saturated one-row server's CPU per
@@ -665,12 +660,10 @@ class _Phase:
     def apply(self, port: int) -> None:
         """Start or abort the rollout, and wait until the server follows it."""
         _, running = rollout.status(self.archive, "churn", "production")
-        if running is not None and self.start is None:
+        if running is not None:  # each phase starts its own rollout, or none
             rollout.abort(self.archive, "churn", "production", reason="bench phase", by="bench")
         want = None
         if self.start is not None:
-            if running is not None:
-                rollout.abort(self.archive, "churn", "production", reason="bench phase", by="bench")
             want = rollout.start(
                 self.archive, "churn", "production", 2, by="bench", **self.start
             ).id
